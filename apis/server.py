@@ -1,0 +1,41 @@
+"""`nubo serve`: prepare the data dir, start the daemon and the front doors, serve."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+import uvicorn
+
+from apis.app import build
+from core import config as config_module
+from core.config import Config
+from core.daemon import Daemon, prepare
+from drivers.wiring import DriverSet
+
+log = logging.getLogger("nubo")
+
+
+def serve(cfg: Config | None = None) -> None:
+    cfg = cfg or config_module.load()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cloud = prepare(cfg)
+    drivers = DriverSet.from_config(cfg)
+    daemon = Daemon(cloud, drivers)
+    app = build(cloud, daemon)
+    print(f"Nubo listening on http://{cfg.host}:{cfg.port}/ (XML-RPC at /RPC2)", flush=True)
+    print(f"Data in {cfg.var}; database {cfg.db_url.split('@')[-1]}", flush=True)
+    print(f"Admin credentials in {cfg.one_auth}", flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
+                                           lifespan="on"))
+    try:
+        asyncio.run(server.serve())
+    except KeyboardInterrupt:
+        pass
+    if server.started is False and not getattr(server, "should_exit", False):
+        sys.exit(1)
+
+
+__all__ = ["serve", "signal"]

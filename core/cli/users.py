@@ -1,0 +1,108 @@
+"""`nubo user ...`: oneuser's verbs, plus `keys` for the EC2 front door."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from core.cli import views
+from core.cli.client import Client, CliError, resolve
+from core.cli.commands import Subparsers, command, group
+from core.cli.output import Column, emit, emit_json, section, table, template_text
+
+COLUMNS = [
+    Column("ID", lambda u: str(u["id"]), right=True),
+    Column("GROUP", lambda u: u["group"]),
+    Column("NAME", lambda u: u["name"]),
+    Column("AUTH", lambda u: u["auth_driver"]),
+    Column("ENABLED", lambda u: "yes" if u["enabled"] else "no"),
+]
+
+
+def _user_id(client: Client, ref: str | None) -> int:
+    """The user named or numbered, or -1: OpenNebula's "the caller"."""
+    return -1 if ref is None else resolve(client, "user", ref)
+
+
+def _password(given: str) -> str:
+    """The password argument; `-` reads it from the first line of standard input."""
+    if given != "-":
+        return given
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        raise CliError("no password on standard input")
+    return line
+
+
+def create(client: Client, args: argparse.Namespace) -> int:
+    user_id = int(client.call("one.user.allocate", args.name, _password(args.password),
+                              args.driver))
+    if args.json:
+        emit_json({"id": user_id})
+    else:
+        emit(f"ID: {user_id}")
+    return 0
+
+
+def list_users(client: Client, args: argparse.Namespace) -> int:
+    users = views.pool(client.document("one.userpool.info"), "USER", views.user)
+    if args.json:
+        emit_json(users)
+    else:
+        emit(table(COLUMNS, users))
+    return 0
+
+
+def show(client: Client, args: argparse.Namespace) -> int:
+    u = views.user(client.document("one.user.info", _user_id(client, args.user)))
+    if args.json:
+        emit_json(u)
+        return 0
+    fields: list[tuple[str, object]] = [
+        ("ID", u["id"]), ("NAME", u["name"]), ("GROUP", u["group"]),
+        ("AUTH_DRIVER", u["auth_driver"]), ("PASSWORD", u["password"]),
+        ("ENABLED", "Yes" if u["enabled"] else "No"),
+    ]
+    emit((section(f"USER {u['id']} INFORMATION", fields) + "\n\nUSER TEMPLATE\n"
+          + template_text(u["template"])).rstrip())
+    return 0
+
+
+def passwd(client: Client, args: argparse.Namespace) -> int:
+    client.call("one.user.passwd", _user_id(client, args.user), _password(args.password))
+    return 0
+
+
+def keys(client: Client, args: argparse.Namespace) -> int:
+    reply = client.call("one.user.ec2keys", _user_id(client, args.user))
+    if not isinstance(reply, list) or len(reply) != 2:
+        raise CliError(f"one.user.ec2keys: unexpected reply {reply!r}")
+    access, secret = str(reply[0]), str(reply[1])
+    if args.json:
+        emit_json({"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret})
+    else:
+        # shlex.quote leaves the usual key characters alone: `eval $(nubo user keys)` works
+        emit(f"AWS_ACCESS_KEY_ID={shlex.quote(access)}\n"
+             f"AWS_SECRET_ACCESS_KEY={shlex.quote(secret)}")
+    return 0
+
+
+def register(sub: Subparsers) -> None:
+    verbs = group(sub, "user", "manage users")
+    p = command(verbs, "create", "create a user; prints its ID", create)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("password", metavar="PASSWORD", help="its password; - reads it from stdin")
+    p.add_argument("--driver", default="core", choices=["core", "public"],
+                   help="authentication driver (default core)")
+    command(verbs, "list", "list users", list_users)
+    p = command(verbs, "show", "show a user (default: you)", show)
+    p.add_argument("user", nargs="?", metavar="ID|NAME")
+    p = command(verbs, "passwd", "change a user's password", passwd)
+    p.add_argument("user", metavar="ID|NAME")
+    p.add_argument("password", metavar="PASSWORD", help="the new password; - reads it from stdin")
+    p = command(verbs, "keys", "print a user's EC2 keys as shell variables (default: you)",
+                keys, description=(
+                    "Print the EC2 access key and secret as two shell assignments:\n\n"
+                    "  eval $(nubo user keys)  # then aws --endpoint-url ... works"))
+    p.add_argument("user", nargs="?", metavar="ID|NAME")

@@ -1,0 +1,128 @@
+"""nubo.conf: the daemon's configuration, in the same attribute language as oned.conf.
+
+Every key has an embedded default, so `nubo serve` runs with no file at all. The data
+directory (`var/` under the current directory unless NUBO_VAR says otherwise) holds the
+SQLite database, the remotes tree the drivers run from, the admin credentials and the
+localhost datastores.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from core import template
+from core.errors import InvalidRequest
+
+
+@dataclass
+class Config:
+    var: Path
+    host: str = "127.0.0.1"
+    port: int = 4567
+    db: str = ""  # SQLAlchemy URL; default sqlite file under var
+    sched_interval: float = 30.0
+    max_vm: int = 300
+    max_dispatch: int = 30
+    max_host: int = 1
+    sched_policy: int = 1
+    sched_rank: str = ""
+    monitoring_interval: float = 60.0
+    vm_polling_interval: float = 60.0
+    driver_timeout: float = 300.0
+    monitor_timeout: float = 60.0
+    dispatch_concurrency: int = 16
+    datastore_location: str = ""  # default: <var>/datastores
+    scripts_remote_dir: str = "/var/tmp/one"
+    ssh_user: str = ""
+    ssh_key: str = ""
+    ssh_known_hosts: str = ""
+    register_localhost: bool = True
+    localhost_im: str = "dummy"
+    localhost_vmm: str = "dummy"
+    localhost_tm: str = "dummy"
+    extra: template.Template = field(default_factory=template.Template)
+
+    @property
+    def db_url(self) -> str:
+        return self.db or f"sqlite:///{self.var / 'nubo.db'}"
+
+    @property
+    def remotes(self) -> Path:
+        return self.var / "remotes"
+
+    @property
+    def one_auth(self) -> Path:
+        return self.var / "one_auth"
+
+    @property
+    def datastores(self) -> str:
+        """DATASTORE_LOCATION: where VM dirs live on hosts (a host attribute may override)."""
+        return self.datastore_location or str(self.var / "datastores")
+
+
+# config key -> (attribute, type)
+_KEYS: dict[str, tuple[str, type]] = {
+    "LISTEN": ("host", str),
+    "PORT": ("port", int),
+    "DB": ("db", str),
+    "SCHED_INTERVAL": ("sched_interval", float),
+    "MAX_VM": ("max_vm", int),
+    "MAX_DISPATCH": ("max_dispatch", int),
+    "MAX_HOST": ("max_host", int),
+    "MONITORING_INTERVAL": ("monitoring_interval", float),
+    "VM_POLLING_INTERVAL": ("vm_polling_interval", float),
+    "DRIVER_TIMEOUT": ("driver_timeout", float),
+    "MONITOR_TIMEOUT": ("monitor_timeout", float),
+    "DISPATCH_CONCURRENCY": ("dispatch_concurrency", int),
+    "DATASTORE_LOCATION": ("datastore_location", str),
+    "SCRIPTS_REMOTE_DIR": ("scripts_remote_dir", str),
+    "SSH_USER": ("ssh_user", str),
+    "SSH_KEY": ("ssh_key", str),
+    "SSH_KNOWN_HOSTS": ("ssh_known_hosts", str),
+    "LOCALHOST_IM": ("localhost_im", str),
+    "LOCALHOST_VMM": ("localhost_vmm", str),
+    "LOCALHOST_TM": ("localhost_tm", str),
+}
+
+
+def load(var: Path | None = None, path: Path | None = None) -> Config:
+    """Defaults, then `<var>/nubo.conf` (or `path`), then NUBO_* environment overrides."""
+    var = (var or Path(os.environ.get("NUBO_VAR", "var"))).resolve()
+    cfg = Config(var=var)
+    conf_path = path or Path(os.environ.get("NUBO_CONF", var / "nubo.conf"))
+    if conf_path.exists():
+        apply_text(cfg, conf_path.read_text(), source=str(conf_path))
+    if os.environ.get("NUBO_DB"):
+        cfg.db = os.environ["NUBO_DB"]
+    if os.environ.get("NUBO_PORT"):
+        cfg.port = _convert("NUBO_PORT", os.environ["NUBO_PORT"], int, "environment")
+    return cfg
+
+
+def apply_text(cfg: Config, text: str, *, source: str = "nubo.conf") -> None:
+    try:
+        parsed = template.parse(text)
+    except InvalidRequest as exc:
+        raise InvalidRequest(f"{source}: {exc}") from exc
+    for name, value in parsed:
+        if name in _KEYS and isinstance(value, str):
+            attr, kind = _KEYS[name]
+            setattr(cfg, attr, _convert(name, value, kind, source))
+        elif name == "DEFAULT_SCHED" and isinstance(value, dict):
+            if "POLICY" in value:
+                cfg.sched_policy = _convert("DEFAULT_SCHED/POLICY", value["POLICY"], int, source)
+            cfg.sched_rank = value.get("RANK", cfg.sched_rank)
+        elif name == "REGISTER_LOCALHOST" and isinstance(value, str):
+            cfg.register_localhost = value.upper() in ("YES", "TRUE", "1")
+        else:
+            cfg.extra.add(name, value)
+
+
+def _convert(name: str, value: str, kind: type, source: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidRequest(f"{source}: {name} must be a {kind.__name__}, got {value!r}") from None

@@ -1,0 +1,180 @@
+"""The daemon's start-up and its loops: scheduler, dispatcher, monitor.
+
+`Daemon.start()` migrates the schema, creates the admin and the embedded localhost host
+on first run, finishes what a crash left behind, and starts the loops; front doors run
+beside it on the same event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+import anyio
+from sqlmodel import col, select
+
+from core import db, scheduler
+from core.config import Config
+from core.dispatcher import Dispatcher
+from core.drivers import Drivers
+from core.errors import CloudError
+from core.lifecycle import HostState, VmState
+from core.models import ADMIN_USER_ID, SYSTEM_DATASTORE_ID, VM, Datastore, Host, User
+from core.monitor import Monitor
+from core.service import identity, images
+from core.service.context import SCHEDULER, Caller, Cloud
+from core.service.transitions import deploy_event, place
+from core.service.vms import ds_location_for
+
+log = logging.getLogger("nubo.daemon")
+
+PACKAGED_REMOTES = Path(__file__).resolve().parent.parent / "drivers" / "remotes"
+
+
+def admin_password(cfg: Config) -> str:
+    """NUBO_ADMIN_PASSWORD, else the one in var/one_auth, else a new one written there."""
+    given = os.environ.get("NUBO_ADMIN_PASSWORD")
+    if given:
+        password = given
+    elif cfg.one_auth.exists():
+        _, _, password = cfg.one_auth.read_text().strip().partition(":")
+    else:
+        password = secrets.token_urlsafe(18)
+    cfg.var.mkdir(parents=True, exist_ok=True)
+    if not cfg.one_auth.exists() or cfg.one_auth.read_text().strip() != f"oneadmin:{password}":
+        tmp = cfg.one_auth.with_suffix(".tmp")
+        tmp.write_text(f"oneadmin:{password}\n")
+        tmp.chmod(0o600)
+        os.replace(tmp, cfg.one_auth)
+    return password
+
+
+def install_remotes(cfg: Config) -> None:
+    """Give the data dir its own remotes tree (operators edit it, like /var/lib/one/remotes).
+
+    New packaged files are added; files the operator already has are left alone."""
+    for src in PACKAGED_REMOTES.rglob("*"):
+        if "__pycache__" in src.parts:
+            continue
+        dst = cfg.remotes / src.relative_to(PACKAGED_REMOTES)
+        if src.is_dir():
+            dst.mkdir(parents=True, exist_ok=True)
+        elif not dst.exists():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+
+
+def prepare(cfg: Config) -> Cloud:
+    """Schema, admin, datastores and the localhost host: safe to run on every start."""
+    cfg.var.mkdir(parents=True, exist_ok=True)
+    install_remotes(cfg)
+    engine = db.make_engine(cfg.db_url)
+    db.migrate(engine)
+    cloud = Cloud(engine=engine, config=cfg)
+    identity.bootstrap(cloud, admin_password=admin_password(cfg))
+    images.bootstrap_datastores(cloud)
+    if cfg.register_localhost:
+        with cloud.session() as s:
+            if s.exec(select(Host).where(Host.name == "localhost")).first() is None:
+                s.add(Host(name="localhost", im_mad=cfg.localhost_im, vmm_mad=cfg.localhost_vmm))
+    return cloud
+
+
+def admin_caller(cloud: Cloud) -> Caller:
+    with cloud.session() as s:
+        admin = s.get(User, ADMIN_USER_ID)
+        assert admin is not None
+        return Caller(uid=ADMIN_USER_ID, gid=admin.gid, name=admin.name)
+
+
+def schedule_once(cloud: Cloud) -> int:
+    """One scheduler cycle: place up to MAX_DISPATCH pending VMs; returns how many."""
+    cfg = cloud.config
+    with cloud.session() as s:
+        pending = s.exec(
+            select(VM).where(VM.state == VmState.PENDING).order_by(col(VM.id)).limit(cfg.max_vm)
+        ).all()
+        if not pending:
+            return 0
+        hosts = s.exec(select(Host).where(col(Host.state) < HostState.ERROR)).all()
+        views = [_host_view(h) for h in hosts]
+        requests = [
+            scheduler.VMRequest(id=v.id or 0, cpu=v.cpu, memory=v.memory,
+                                requirements=v.requirements, rank=v.rank)
+            for v in pending
+        ]
+        plan = scheduler.plan(
+            requests, views, policy=scheduler.Policy(cfg.sched_policy), default_rank=cfg.sched_rank,
+            max_dispatch=cfg.max_dispatch, max_host=cfg.max_host,
+        )
+        by_id = {v.id: v for v in pending}
+        host_by_id = {h.id: h for h in hosts}
+        system = s.get(Datastore, SYSTEM_DATASTORE_ID)
+        tm_mad = system.tm_mad if system else "dummy"
+        for vm_id, host_id in plan.placements:
+            vm, host = by_id[vm_id], host_by_id[host_id]
+            place(s, vm, host, deploy_event(s, vm), ds_location_for(cloud, host), tm_mad)
+        for vm_id, reason in plan.unplaced.items():
+            vm = by_id[vm_id]
+            if vm.message != reason:
+                vm.message = reason
+                s.add(vm)
+        placed = len(plan.placements)
+    if placed:
+        cloud.wakeups.notify("dispatcher")
+    return placed
+
+
+def _host_view(host: Host) -> scheduler.HostView:
+    from core import template
+
+    attrs = {k: v for k, v in template.parse(host.template) if isinstance(v, str)}
+    return scheduler.HostView(
+        id=host.id or 0, name=host.name, template=attrs, max_cpu=host.max_cpu,
+        max_mem=host.max_mem, free_cpu=host.free_cpu, free_mem=host.free_mem,
+        used_cpu=host.used_cpu, used_mem=host.used_mem, cpu_usage=host.cpu_usage,
+        mem_usage=host.mem_usage, running_vms=host.running_vms,
+    )
+
+
+class Daemon:
+    def __init__(self, cloud: Cloud, drivers: Drivers) -> None:
+        self.cloud = cloud
+        self.drivers = drivers
+        self.dispatcher = Dispatcher(cloud, drivers)
+        self.monitor = Monitor(cloud, drivers)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self.cloud.wakeups.bind(asyncio.get_running_loop())
+        recovered = await anyio.to_thread.run_sync(self.dispatcher.recover)
+        if recovered:
+            log.warning("resuming %d operation(s) interrupted by the last stop", recovered)
+        self._tasks = [
+            asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
+            asyncio.create_task(self.monitor.run(), name="monitor"),
+            asyncio.create_task(self._schedule_loop(), name="scheduler"),
+        ]
+
+    async def _schedule_loop(self) -> None:
+        interval = self.cloud.config.sched_interval
+        while True:
+            try:
+                await anyio.to_thread.run_sync(schedule_once, self.cloud)
+            except CloudError as exc:
+                log.error("scheduler: %s", exc)
+            except Exception:
+                log.exception("scheduler cycle failed")
+            await self.cloud.wakeups.wait(SCHEDULER, interval)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.dispatcher.drain()
+        await self.monitor.drain()
+        await self.drivers.close()

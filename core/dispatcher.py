@@ -1,0 +1,437 @@
+"""Runs pending Operations through the drivers and records their outcomes.
+
+A step goes: claim the operation (commit `running`), run the driver actions with a
+timeout, then commit the outcome and the next state (and next operation) in one new
+transaction. Operations of one VM run one at a time, oldest first. An operation found
+`running` at start-up was cut off by a crash: it is run again, but steps that start or
+stop a guest first ask the hypervisor (poll) whether the work already happened, so no VM
+is deployed twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shlex
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+from sqlmodel import col, select, update
+
+from core import documents, template
+from core.drivers import Drivers, Runner
+from core.errors import InvalidState
+from core.lifecycle import HistoryReason, Step, step_event
+from core.models import VM, Datastore, Group, History, Host, Image, LogEntry, Operation, User, now
+from core.service.context import DISPATCHER, SCHEDULER, Cloud, vm_log
+from core.service.transitions import apply
+
+log = logging.getLogger("nubo.dispatcher")
+
+
+@dataclass
+class Job:
+    """Everything a step needs, read in one short transaction."""
+
+    op_id: int
+    step: Step
+    recovering: bool
+    vm: VM
+    history: History | None
+    host: Host | None
+    doc: bytes
+    disks: list[dict[str, str]]
+    context: dict[str, str] | None
+    disk_tm: dict[int, str]  # DISK_ID -> tm_mad of the image's datastore
+    system_tm: str
+
+    @property
+    def vmdir(self) -> str:
+        assert self.history is not None
+        return f"{self.history.ds_location}/0/{self.vm.id}"
+
+    @property
+    def hostname(self) -> str:
+        assert self.history is not None
+        return self.history.hostname
+
+
+class Dispatcher:
+    def __init__(self, cloud: Cloud, drivers: Drivers) -> None:
+        self.cloud = cloud
+        self.drivers = drivers
+        self.frontend = socket.gethostname()
+        self._slots = asyncio.Semaphore(cloud.config.dispatch_concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._busy_vms: set[int] = set()
+
+    # --- loop ---
+
+    def recover(self) -> int:
+        """Operations left `running` by a crash go back to `pending` (they re-check first)."""
+        with self.cloud.session() as s:
+            result = s.exec(
+                update(Operation).where(col(Operation.status) == "running").values(status="pending")
+            )
+            return int(result.rowcount or 0)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                jobs = await anyio.to_thread.run_sync(self._claim)
+                for op_id in jobs:
+                    task = asyncio.create_task(self._execute(op_id))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            except Exception:  # the loop must survive a bad row or a lost DB connection
+                log.exception("dispatcher cycle failed")
+            await self.cloud.wakeups.wait(DISPATCHER, 1.0)
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _claim(self) -> list[int]:
+        free = self.cloud.config.dispatch_concurrency - len(self._busy_vms)
+        if free <= 0:
+            return []
+        claimed: list[int] = []
+        with self.cloud.session() as s:
+            pending = s.exec(
+                select(Operation).where(Operation.status == "pending").order_by(col(Operation.id))
+                .limit(free * 8)
+            ).all()
+            running_vms = set(
+                s.exec(select(Operation.vm_id).where(Operation.status == "running")).all()
+            )
+            seen: set[int] = set()
+            for op in pending:
+                if op.vm_id in seen or op.vm_id in running_vms or op.vm_id in self._busy_vms:
+                    seen.add(op.vm_id)
+                    continue
+                seen.add(op.vm_id)
+                op.status = "running"
+                op.attempts += 1
+                op.started = now()
+                s.add(op)
+                assert op.id is not None
+                claimed.append(op.id)
+                self._busy_vms.add(op.vm_id)
+                if len(claimed) >= free:
+                    break
+        return claimed
+
+    async def _execute(self, op_id: int) -> None:
+        job: Job | None = None
+        try:
+            async with self._slots:
+                job = await anyio.to_thread.run_sync(self._load, op_id)
+                if job is None:
+                    return
+                sink = LogSink(job.vm.id or 0)
+                ok, error, deploy_id = await self._run_step(job, sink)
+                await anyio.to_thread.run_sync(self._finish, job, sink, ok, error, deploy_id)
+        except Exception as exc:
+            log.exception("operation %s crashed", op_id)
+            await anyio.to_thread.run_sync(self._crashed, op_id, f"internal error: {exc}")
+        finally:
+            if job is not None:
+                self._busy_vms.discard(job.vm.id or -1)
+            else:
+                await anyio.to_thread.run_sync(self._forget, op_id)
+            self.cloud.wakeups.notify(DISPATCHER)
+
+    def _forget(self, op_id: int) -> None:
+        with self.cloud.session() as s:
+            op = s.get(Operation, op_id)
+            if op is not None:
+                self._busy_vms.discard(op.vm_id)
+
+    def _crashed(self, op_id: int, error: str) -> None:
+        with self.cloud.session() as s:
+            op = s.get(Operation, op_id)
+            if op is not None:
+                op.status, op.error, op.finished = "failed", error, now()
+                s.add(op)
+                vm_log(s, op.vm_id, f"{op.step}: {error}", "E")
+
+    # --- reading and writing ---
+
+    def _load(self, op_id: int) -> Job | None:
+        with self.cloud.session() as s:
+            op = s.get(Operation, op_id)
+            if op is None:
+                return None
+            vm = s.get(VM, op.vm_id)
+            if vm is None:
+                op.status, op.error = "failed", "the VM no longer exists"
+                s.add(op)
+                return None
+            histories = list(
+                s.exec(select(History).where(History.vm_id == vm.id).order_by(col(History.seq)))
+            )
+            history = next((h for h in histories if h.seq == op.seq), None)
+            host = s.get(Host, history.host_id) if history is not None else None
+            user = s.get(User, vm.uid)
+            group = s.get(Group, vm.gid)
+            doc = documents.to_string(
+                documents.vm_xml(vm, history=histories, uname=user.name if user else "",
+                                 gname=group.name if group else "")
+            ).encode()
+            tmpl = template.parse(vm.template)
+            disks = tmpl.vectors("DISK")
+            disk_tm: dict[int, str] = {}
+            for i, disk in enumerate(disks):
+                if disk.get("IMAGE_ID", "").isdigit():
+                    image = s.get(Image, int(disk["IMAGE_ID"]))
+                    ds = s.get(Datastore, image.datastore_id) if image else None
+                    if ds is not None:
+                        disk_tm[i] = ds.tm_mad
+            system = s.get(Datastore, 0)
+            return Job(
+                op_id=op_id, step=Step(op.step), recovering=op.attempts > 1, vm=vm,
+                history=history, host=host, doc=doc, disks=disks, context=tmpl.vector("CONTEXT"),
+                disk_tm=disk_tm, system_tm=system.tm_mad if system else "dummy",
+            )
+
+    def _finish(self, job: Job, sink: LogSink, ok: bool, error: str,
+                deploy_id: str | None) -> None:
+        with self.cloud.session() as s:
+            s.add_all(sink.entries)
+            op = s.get(Operation, job.op_id)
+            vm = s.get(VM, job.vm.id)
+            if op is None or vm is None:
+                return
+            op.status = "done" if ok else "failed"
+            op.error = error
+            op.finished = now()
+            s.add(op)
+            if deploy_id is not None:
+                vm.deploy_id = deploy_id
+            message = None if ok else f"{job.step.value} failed: {error}"
+            try:
+                apply(s, vm, step_event(job.step, ok), message=message)
+            except InvalidState:
+                vm_log(s, vm.id or 0, f"{job.step.value} finished "
+                       f"({'ok' if ok else 'failed'}) after the VM moved on; outcome ignored")
+            if not ok:
+                vm_log(s, vm.id or 0, f"{job.step.value} failed: {error}", "E")
+        self.cloud.wakeups.notify(SCHEDULER)
+
+    # --- the steps ---
+
+    async def _run_step(self, job: Job, sink: LogSink) -> tuple[bool, str, str | None]:
+        if job.history is None or (job.host is None and job.step is not Step.CLEANUP):
+            return False, "the VM has no placement on an existing host", None
+        if job.recovering:
+            sink("I", f"Resuming {job.step.value} after a restart of the daemon")
+        step = job.step
+        if step in (Step.PROLOG,):
+            return await self._prolog(job, sink)
+        if step is Step.PROLOG_RESUME:
+            return await self._tm_lines(job, sink, self._mv_lines(job, to_host=True))
+        if step is Step.EPILOG:
+            return await self._tm_lines(job, sink, self._epilog_lines(job))
+        if step is Step.EPILOG_STOP:
+            return await self._tm_lines(job, sink, self._mv_lines(job, to_host=False))
+        if step is Step.CLEANUP:
+            return await self._cleanup(job, sink)
+        return await self._vmm(job, sink)
+
+    def _tm(self, job: Job) -> Runner:
+        return self.drivers.local()
+
+    def _host_runner(self, job: Job) -> Runner:
+        assert job.host is not None and job.history is not None
+        attrs = template.parse(job.host.template)
+        flat = {name: value for name, value in attrs if isinstance(value, str)}
+        return self.drivers.for_host(job.host.name, flat, "vmm", job.history.vmm_mad)
+
+    async def _tm_lines(self, job: Job, sink: LogSink,
+                        lines: list[tuple[str, str, list[str]]]) -> tuple[bool, str, None]:
+        """Run transfer lines in order (OpenNebula's transfer file); the first failure stops."""
+        timeout = self.cloud.config.driver_timeout
+        for action, tm_mad, args in lines:
+            result = await self._tm(job).run("tm", tm_mad, action, args, stdin=job.doc,
+                                             timeout=timeout, log=sink)
+            if not result.ok:
+                return False, result.error, None
+        return True, "", None
+
+    def _fe(self, path: str) -> str:
+        return path if ":" in path.split("/")[0] else f"{self.frontend}:{path}"
+
+    async def _prolog(self, job: Job, sink: LogSink) -> tuple[bool, str, None]:
+        host, vmdir = job.hostname, job.vmdir
+        lines: list[tuple[str, str, list[str]]] = []
+        for i, disk in enumerate(job.disks):
+            target = f"{host}:{vmdir}/disk.{i}"
+            kind = disk.get("TYPE", "").lower()
+            tm_mad = job.disk_tm.get(i, job.system_tm)
+            if kind == "swap":
+                lines.append(("mkswap", job.system_tm, [disk["SIZE"], target]))
+            elif kind == "fs":
+                fmt = disk.get("FORMAT", "raw")
+                lines.append(("mkimage", job.system_tm, [disk["SIZE"], fmt, target]))
+            elif disk.get("SOURCE"):
+                action = "ln" if disk.get("CLONE", "YES").upper() == "NO" else "clone"
+                args = [self._fe(disk["SOURCE"]), target]
+                if disk.get("SIZE"):
+                    args.append(disk["SIZE"])
+                lines.append((action, tm_mad, args))
+        if job.context is not None:
+            context_file = await anyio.to_thread.run_sync(self._write_context, job)
+            files = (job.context.get("FILES") or "").split()
+            target = f"{host}:{vmdir}/disk.{len(job.disks)}"
+            lines.append(("context", job.system_tm, [str(context_file), *files, target]))
+        return await self._tm_lines(job, sink, lines)
+
+    def _write_context(self, job: Job) -> Path:
+        """context.sh on the front-end: the CONTEXT vector as shell variables."""
+        assert job.context is not None
+        folder = self.cloud.config.var / "vms" / str(job.vm.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "context.sh"
+        lines = ["# Context variables generated by Nubo"]
+        lines += [f"{k}={shlex.quote(v)}" for k, v in job.context.items() if k != "FILES"]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    def _mv_lines(self, job: Job, *, to_host: bool) -> list[tuple[str, str, list[str]]]:
+        host, vmdir = job.hostname, job.vmdir
+        fe = f"{self.frontend}:{vmdir}"
+        remote = f"{host}:{vmdir}"
+        lines = []
+        for i, _disk in enumerate(job.disks):
+            src, dst = (f"{fe}/disk.{i}", f"{remote}/disk.{i}")
+            lines.append(("mv", job.disk_tm.get(i, job.system_tm),
+                          [src, dst] if to_host else [dst, src]))
+        lines.append(("mv", job.system_tm, [fe, remote] if to_host else [remote, fe]))
+        return lines
+
+    def _epilog_lines(self, job: Job) -> list[tuple[str, str, list[str]]]:
+        host, vmdir = job.hostname, job.vmdir
+        lines = []
+        for i, disk in enumerate(job.disks):
+            tm_mad = job.disk_tm.get(i, job.system_tm)
+            if disk.get("SAVE", "NO").upper() == "YES" and disk.get("SOURCE"):
+                lines.append(("mvds", tm_mad, [f"{host}:{vmdir}/disk.{i}", disk["SOURCE"]]))
+            lines.append(("delete", tm_mad, [f"{host}:{vmdir}/disk.{i}"]))
+        lines.append(("delete", job.system_tm, [f"{host}:{vmdir}"]))
+        return lines
+
+    async def _cleanup(self, job: Job, sink: LogSink) -> tuple[bool, str, None]:
+        """Best effort: stop whatever may still run, then remove the VM dir."""
+        timeout = self.cloud.config.driver_timeout
+        assert job.history is not None
+        # a stopped VM's files wait on the front-end and nothing runs on the host
+        stopped = job.history.reason == HistoryReason.STOP_RESUME
+        if job.host is not None and not stopped:
+            runner = self._host_runner(job)
+            result = await runner.run(
+                "vmm", job.history.vmm_mad, "cancel",
+                [job.vm.deploy_id or "-", job.hostname, str(job.vm.id), job.hostname],
+                stdin=job.doc, timeout=timeout, log=sink,
+            )
+            if not result.ok:
+                sink("I", f"cleanup: cancel reported '{result.error}' (ignored)")
+        location = self.frontend if stopped else job.hostname
+        result = await self._tm(job).run("tm", job.system_tm, "delete",
+                                         [f"{location}:{job.vmdir}"], stdin=job.doc,
+                                         timeout=timeout, log=sink)
+        if not result.ok:
+            sink("I", f"cleanup: delete reported '{result.error}' (ignored)")
+        return True, "", None
+
+    async def _vmm(self, job: Job, sink: LogSink) -> tuple[bool, str, str | None]:
+        assert job.history is not None
+        runner = self._host_runner(job)
+        host, vmid, driver = job.hostname, str(job.vm.id), job.history.vmm_mad
+        timeout = self.cloud.config.driver_timeout
+        deploy_id = job.vm.deploy_id or f"one-{vmid}"
+        checkpoint = f"{job.vmdir}/checkpoint"
+        step = job.step
+        if job.recovering:
+            done = await self._already_done(job, runner, deploy_id, sink)
+            if done is not None:
+                return True, "", done or None
+        if step is Step.BOOT:
+            dfile = f"{job.vmdir}/deployment.{job.history.seq}"
+            result = await runner.run("vmm", driver, "deploy", [dfile, host, vmid, host],
+                                      stdin=job.doc, timeout=timeout, log=sink)
+            new_id = _last_line(result.stdout) or deploy_id
+            return result.ok, result.error, new_id if result.ok else None
+        action, args = {
+            Step.RESTORE: ("restore", [checkpoint, host, vmid, host]),
+            Step.SHUTDOWN: ("shutdown", [deploy_id, host, vmid, host]),
+            Step.CANCEL: ("cancel", [deploy_id, host, vmid, host]),
+            Step.REBOOT: ("reboot", [deploy_id, host, vmid, host]),
+            Step.SAVE_STOP: ("save", [deploy_id, checkpoint, host, vmid, host]),
+            Step.SAVE_SUSPEND: ("save", [deploy_id, checkpoint, host, vmid, host]),
+        }[step]
+        result = await runner.run("vmm", driver, action, args, stdin=job.doc, timeout=timeout,
+                                  log=sink)
+        return result.ok, result.error, None
+
+    async def _already_done(self, job: Job, runner: Runner, deploy_id: str,
+                            sink: LogSink) -> str | None:
+        """After a crash: did the interrupted VMM step already happen? Asks the host.
+
+        Returns the deploy id ("" if unchanged) when it did, None when it must run again.
+        """
+        assert job.history is not None
+        host, vmid = job.hostname, str(job.vm.id)
+        result = await runner.run("vmm", job.history.vmm_mad, "poll", [deploy_id, host, vmid, host],
+                                  stdin=job.doc, timeout=self.cloud.config.driver_timeout,
+                                  log=sink)
+        if not result.ok:
+            return None
+        letter = poll_state(result.stdout)
+        step = job.step
+        running = letter == "a"
+        gone = letter in ("d", "")
+        if step in (Step.BOOT, Step.RESTORE) and running:
+            sink("I", f"Host {host} reports the VM running: {step.value} had completed")
+            return deploy_id if step is Step.BOOT else ""
+        if step in (Step.SHUTDOWN, Step.CANCEL) and gone:
+            sink("I", f"Host {host} no longer runs the VM: {step.value} had completed")
+            return ""
+        if step in (Step.SAVE_STOP, Step.SAVE_SUSPEND) and (letter == "p" or gone):
+            sink("I", f"Host {host} reports the VM saved: {step.value} had completed")
+            return ""
+        if step is Step.REBOOT and running:
+            return ""
+        return None
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def poll_state(output: str) -> str:
+    """The STATE letter of a VMM poll line (`STATE=a USEDCPU=...`), or ""."""
+    for token in shlex.split(output):
+        name, sep, value = token.partition("=")
+        if sep and name.upper() == "STATE":
+            return value.strip()
+    return ""
+
+
+class LogSink:
+    """Collects driver log lines with their times; written to the VM's log with the
+    step's outcome (the event loop never blocks on the database)."""
+
+    def __init__(self, vm_id: int) -> None:
+        self.vm_id = vm_id
+        self.entries: list[LogEntry] = []
+
+    def __call__(self, severity: str, message: str) -> None:
+        self.entries.append(LogEntry(vm_id=self.vm_id, severity=severity, message=message,
+                                     time=time.time()))

@@ -1,0 +1,53 @@
+"""The interface core uses to reach drivers; `drivers.runner` implements it.
+
+core never imports the runner's transports (asyncssh, subprocesses): the daemon is
+handed an object with this shape at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+LogFn = Callable[[str, str], None]
+
+
+class Result(Protocol):
+    @property
+    def rc(self) -> int: ...
+    @property
+    def stdout(self) -> str: ...
+    @property
+    def stderr(self) -> str: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def error(self) -> str: ...
+
+
+class Runner(Protocol):
+    async def run(
+        self, kind: str, driver: str, action: str, args: Sequence[str], *,
+        stdin: bytes | None = None, timeout: float = 60.0, log: LogFn | None = None,
+    ) -> Result: ...
+
+
+class Drivers(Protocol):
+    """Runners per host, plus the front-end's own (TM actions run there)."""
+
+    def for_host(self, name: str, attributes: Mapping[str, str], kind: str, driver: str) -> Runner:
+        """Where `kind/driver` actions for host `name` run: over SSH on the host, or on the
+        front-end for the host `localhost` and for drivers marked local (OpenNebula's
+        dummy and EC2 drivers are local: they talk to something other than the host)."""
+        ...
+
+    def local(self) -> Runner: ...
+
+    async def run_probes(
+        self, runner: Runner, hv: str, host_id: int, host_name: str, *, stdin: bytes,
+        timeout: float, log: LogFn | None = None,
+    ) -> Result: ...
+
+    def invalidate(self) -> None: ...
+
+    async def close(self) -> None: ...

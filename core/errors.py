@@ -1,0 +1,60 @@
+"""Domain errors raised by the core; every front door maps them in one table.
+
+    CloudError
+    ├── NotFound            the object does not exist (or the caller may not see it)
+    ├── InvalidState        the action is not legal in the object's current state
+    ├── InvalidRequest      malformed or contradictory input
+    ├── Conflict            the name or resource is already taken
+    ├── CapacityExceeded    no room to honour the request
+    ├── Unauthorized        the caller could not be authenticated
+    ├── Forbidden           the caller is known but may not do this
+    └── DriverFailed        a driver action exited non-zero
+"""
+
+from __future__ import annotations
+
+
+class CloudError(Exception):
+    """Base of every error the core raises on purpose."""
+
+
+class NotFound(CloudError):
+    def __init__(self, kind: str, ident: object) -> None:
+        super().__init__(f"{kind} {ident} does not exist")
+        self.kind = kind
+        self.ident = ident
+
+
+class InvalidState(CloudError):
+    def __init__(self, state: str, event: str) -> None:
+        super().__init__(f"action {event!r} is not allowed in state {state}")
+        self.state = state
+        self.event = event
+
+
+class InvalidRequest(CloudError):
+    pass
+
+
+class Conflict(CloudError):
+    pass
+
+
+class CapacityExceeded(CloudError):
+    pass
+
+
+class Unauthorized(CloudError):
+    pass
+
+
+class Forbidden(CloudError):
+    pass
+
+
+class DriverFailed(CloudError):
+    def __init__(self, action: str, rc: int, stderr: str) -> None:
+        super().__init__(f"{action} failed (exit {rc}): {stderr}")
+        self.action = action
+        self.rc = rc
+        self.stderr = stderr

@@ -1,0 +1,219 @@
+"""SQLModel tables: the database is the truth.
+
+Every row that a user can own carries `uid` and `gid`. Templates are stored as text in
+OpenNebula's attribute language (core.template) exactly as written; numbers the core
+computes with (capacity, states) get their own columns.
+"""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import Index, Text, UniqueConstraint
+from sqlmodel import Column, Field, SQLModel
+
+ADMIN_GROUP_ID = 0  # group `oneadmin`
+USERS_GROUP_ID = 1  # group `users`
+ADMIN_USER_ID = 0  # user `oneadmin`
+SYSTEM_DATASTORE_ID = 0
+DEFAULT_DATASTORE_ID = 1
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def text_column() -> Column:  # type: ignore[type-arg]
+    return Column(Text, nullable=False, default="")
+
+
+class Group(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+
+
+class User(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    gid: int = Field(default=USERS_GROUP_ID, foreign_key="group.id")
+    password_hash: str  # SHA1 hex of the password, as OpenNebula stores it
+    auth_driver: str = "core"
+    enabled: bool = True
+    ec2_access_key: str = Field(unique=True, index=True)
+    ec2_secret_key: str
+    template: str = Field(default="", sa_column=text_column())
+
+
+class Host(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True)
+    uid: int = ADMIN_USER_ID
+    gid: int = ADMIN_GROUP_ID
+    state: int = 0  # core.lifecycle.HostState
+    im_mad: str
+    vmm_mad: str
+    vnm_mad: str = "dummy"
+    cluster_id: int = -1
+    last_mon_time: int = 0
+    error: str = ""  # last monitor error message
+    # monitored attributes (IM probe output) plus the user's own, in template syntax
+    template: str = Field(default="", sa_column=text_column())
+    # host share: MAX_* and monitored FREE_*/USED_* come from probes,
+    # *_usage is what placed VMs have reserved (CPU x100, memory in KB)
+    max_cpu: int = 0
+    max_mem: int = 0
+    free_cpu: int = 0
+    free_mem: int = 0
+    used_cpu: int = 0
+    used_mem: int = 0
+    cpu_usage: int = 0
+    mem_usage: int = 0
+    running_vms: int = 0
+
+
+class Datastore(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True)
+    uid: int = ADMIN_USER_ID
+    gid: int = ADMIN_GROUP_ID
+    ds_mad: str = "fs"
+    tm_mad: str = "dummy"
+    base_path: str = ""
+    system: bool = False
+    template: str = Field(default="", sa_column=text_column())
+
+
+class Image(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("uid", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    uid: int = Field(index=True)
+    gid: int
+    type: int = 0  # OS 0, CDROM 1, DATABLOCK 2
+    state: int = 1  # INIT 0, READY 1, USED 2, DISABLED 3, LOCKED 4, ERROR 5
+    persistent: bool = False
+    path: str = ""
+    source: str = ""
+    size_mb: int = 0
+    fstype: str = ""
+    datastore_id: int = DEFAULT_DATASTORE_ID
+    regtime: int = Field(default_factory=now)
+    running_vms: int = 0
+    template: str = Field(default="", sa_column=text_column())
+
+
+class VMTemplate(SQLModel, table=True):
+    __tablename__ = "vmtemplate"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    uid: int = Field(index=True)
+    gid: int
+    regtime: int = Field(default_factory=now)
+    template: str = Field(default="", sa_column=text_column())
+
+
+class VNet(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    uid: int = Field(index=True)
+    gid: int
+    type: int = 0  # RANGED 0, FIXED 1
+    bridge: str = ""
+    phydev: str = ""
+    vlan: bool = False
+    vlan_id: str = ""
+    template: str = Field(default="", sa_column=text_column())
+
+
+class Lease(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("vnet_id", "ip"),)
+    id: int | None = Field(default=None, primary_key=True)
+    vnet_id: int = Field(foreign_key="vnet.id", index=True)
+    ip: str
+    mac: str
+    vm_id: int | None = None
+
+
+class VM(SQLModel, table=True):
+    __table_args__ = (Index("ix_vm_state_lcm", "state", "lcm_state"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    uid: int = Field(index=True)
+    gid: int
+    state: int = 1  # core.lifecycle.VmState
+    lcm_state: int = 0  # core.lifecycle.LcmState
+    template: str = Field(default="", sa_column=text_column())
+    # what the scheduler reads, copied out of the template at allocation
+    cpu: float = 1.0
+    memory: int = 128  # MB
+    requirements: str = Field(default="", sa_column=text_column())
+    rank: str = Field(default="", sa_column=text_column())
+    deploy_id: str = ""
+    host_id: int | None = Field(default=None, index=True)  # current placement
+    stime: int = Field(default_factory=now)
+    etime: int = 0
+    last_poll: int = 0
+    used_cpu: float = 0
+    used_memory: int = 0
+    net_rx: int = 0
+    net_tx: int = 0
+    # why the VM is where it is: "no host fits: ...", a driver failure, ...
+    message: str = Field(default="", sa_column=text_column())
+    # monitored attributes from the VMM poll that are not known columns
+    monitoring: str = Field(default="", sa_column=text_column())
+
+
+class History(SQLModel, table=True):
+    """One row per placement of a VM on a host (OpenNebula's HISTORY records)."""
+
+    __table_args__ = (UniqueConstraint("vm_id", "seq"),)
+    id: int | None = Field(default=None, primary_key=True)
+    vm_id: int = Field(foreign_key="vm.id", index=True)
+    seq: int
+    host_id: int
+    hostname: str
+    vmm_mad: str
+    vnm_mad: str
+    tm_mad: str
+    ds_location: str
+    stime: int = Field(default_factory=now)
+    etime: int = 0
+    pstime: int = 0
+    petime: int = 0
+    rstime: int = 0
+    retime: int = 0
+    estime: int = 0
+    eetime: int = 0
+    reason: int = 0  # NONE 0, ERROR 1, STOP_RESUME 2, USER 3, CANCEL 4
+
+
+class Operation(SQLModel, table=True):
+    """Driver work the core has committed to and not yet finished.
+
+    Written in the same transaction as the state change that implies it; the
+    dispatcher runs it and records the outcome; after a crash the leftovers are
+    found here and finished or rolled back.
+    """
+
+    __table_args__ = (Index("ix_operation_status", "status", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    vm_id: int = Field(index=True)
+    seq: int = -1  # the History row (placement) the work is for
+    step: str  # core.lifecycle.Step value: prolog, boot, shutdown, ...
+    status: str = "pending"  # pending, running, done, failed
+    attempts: int = 0
+    created: int = Field(default_factory=now)
+    started: int = 0
+    finished: int = 0
+    error: str = Field(default="", sa_column=text_column())
+
+
+class LogEntry(SQLModel, table=True):
+    """The per-VM log (OpenNebula's /var/log/one/<vmid>.log)."""
+
+    __tablename__ = "log_entry"
+    id: int | None = Field(default=None, primary_key=True)
+    vm_id: int = Field(index=True)
+    time: float = Field(default_factory=time.time)
+    severity: str = "I"  # I, E, D
+    message: str = Field(default="", sa_column=text_column())

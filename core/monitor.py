@@ -1,0 +1,267 @@
+"""Host monitoring through IM probes and VM polling through the VMM driver.
+
+A host is probed when it is new (INIT), when its interval has passed, or when the
+service asks (`nubo host sync`, enable, update). Probe output is `NAME=VALUE` tokens;
+TOTAL*/FREE*/USED* feed the host share, every token lands in the host template. A probe
+that fails or times out puts the host in ERROR with the message (a DISABLED host stays
+DISABLED). VMs in RUNNING or UNKNOWN are polled; the STATE letter becomes an event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import anyio
+from sqlmodel import col, select
+
+from core import documents, template
+from core.drivers import Drivers
+from core.errors import InvalidRequest, InvalidState
+from core.lifecycle import Event, HostState, LcmState, VmState
+from core.models import VM, Group, History, Host, Operation, User, now
+from core.service.context import MONITOR, Cloud, vm_log
+from core.service.hosts import SYNC
+from core.service.transitions import apply
+
+log = logging.getLogger("nubo.monitor")
+
+SHARE = {
+    "TOTALCPU": "max_cpu",
+    "TOTALMEMORY": "max_mem",
+    "FREECPU": "free_cpu",
+    "FREEMEMORY": "free_mem",
+    "USEDCPU": "used_cpu",
+    "USEDMEMORY": "used_mem",
+}
+POLL_EVENTS = {
+    "a": Event.POLL_RUNNING,
+    "p": Event.POLL_SUSPENDED,
+    "e": Event.POLL_ERROR,
+    "d": Event.POLL_MISSING,
+}
+
+
+def parse_metrics(output: str) -> template.Template:
+    """`A=1 B="two words"` (one line or many) as a template; commas are separators as in 3.4."""
+    attrs = template.Template()
+    try:
+        tokens = shlex.split(output.replace(",", "\n"))
+    except ValueError as exc:
+        raise InvalidRequest(f"cannot parse probe output: {exc}") from None
+    for token in tokens:
+        name, sep, value = token.partition("=")
+        if not sep or not name or not name.replace("_", "").isalnum():
+            raise InvalidRequest(f"cannot parse probe output: {token!r} is not NAME=VALUE")
+        attrs.set(name.upper(), value)
+    return attrs
+
+
+class Monitor:
+    def __init__(self, cloud: Cloud, drivers: Drivers) -> None:
+        self.cloud = cloud
+        self.drivers = drivers
+        self._inflight: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_vm_poll = 0.0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.cycle()
+            except Exception:
+                log.exception("monitor cycle failed")
+            woken = await self.cloud.wakeups.wait(MONITOR, 1.0)
+            if woken and self.cloud.wakeups.take(SYNC):
+                self.drivers.invalidate()
+                await self.cycle(force=True)
+
+    async def cycle(self, force: bool = False) -> None:
+        due = await anyio.to_thread.run_sync(self._due_hosts, force)
+        for host_id in due:
+            self._spawn(self.monitor_host(host_id))
+        interval = self.cloud.config.vm_polling_interval
+        if time.monotonic() - self._last_vm_poll >= interval:
+            self._last_vm_poll = time.monotonic()
+            for vm_id in await anyio.to_thread.run_sync(self._pollable_vms):
+                self._spawn(self.poll_vm(vm_id))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _due_hosts(self, force: bool) -> list[int]:
+        horizon = now() - self.cloud.config.monitoring_interval
+        with self.cloud.session() as s:
+            hosts = s.exec(select(Host)).all()
+            due = [
+                h.id for h in hosts
+                if h.id is not None and h.id not in self._inflight
+                and (force or h.state == HostState.INIT or h.last_mon_time <= horizon)
+            ]
+        return due
+
+    async def monitor_host(self, host_id: int) -> None:
+        self._inflight.add(host_id)
+        try:
+            loaded = await anyio.to_thread.run_sync(self._host_doc, host_id)
+            if loaded is None:
+                return
+            name, im, attrs, doc = loaded
+            runner = self.drivers.for_host(name, attrs, "im", im)
+            result = await self.drivers.run_probes(
+                runner, im, host_id, name, stdin=doc, timeout=self.cloud.config.monitor_timeout
+            )
+            if result.ok:
+                try:
+                    metrics = parse_metrics(result.stdout)
+                except InvalidRequest as exc:
+                    await anyio.to_thread.run_sync(self._host_failed, host_id, str(exc))
+                else:
+                    await anyio.to_thread.run_sync(self._host_monitored, host_id, metrics)
+            else:
+                await anyio.to_thread.run_sync(self._host_failed, host_id, result.error)
+        finally:
+            self._inflight.discard(host_id)
+
+    def _host_doc(self, host_id: int) -> tuple[str, str, dict[str, str], bytes] | None:
+        with self.cloud.session() as s:
+            host = s.get(Host, host_id)
+            if host is None:
+                return None
+            attrs = {k: v for k, v in template.parse(host.template) if isinstance(v, str)}
+            doc = documents.to_string(documents.host_xml(host)).encode()
+            return host.name, host.im_mad, attrs, doc
+
+    def _host_monitored(self, host_id: int, metrics: template.Template) -> None:
+        with self.cloud.session() as s:
+            host = s.get(Host, host_id)
+            if host is None:
+                return
+            current = template.parse(host.template)
+            current.remove("ERROR")
+            current.merge(metrics)
+            host.template = current.dumps()
+            for name, attr in SHARE.items():
+                value = metrics.get(name)
+                if value is not None:
+                    try:
+                        setattr(host, attr, int(float(value)))
+                    except ValueError:
+                        pass
+            if host.state != HostState.DISABLED:
+                host.state = HostState.MONITORED
+            host.error = ""
+            host.last_mon_time = now()
+            s.add(host)
+
+    def _host_failed(self, host_id: int, message: str) -> None:
+        with self.cloud.session() as s:
+            host = s.get(Host, host_id)
+            if host is None:
+                return
+            if host.state != HostState.DISABLED:
+                host.state = HostState.ERROR
+            host.error = message or "monitoring failed"
+            host.last_mon_time = now()
+            s.add(host)
+        log.warning("host %s in ERROR: %s", host_id, message)
+
+    # --- VM polling ---
+
+    def _pollable_vms(self) -> list[int]:
+        with self.cloud.session() as s:
+            busy = select(Operation.vm_id).where(col(Operation.status).in_(("pending", "running")))
+            rows = s.exec(
+                select(VM.id).where(
+                    VM.state == VmState.ACTIVE,
+                    col(VM.lcm_state).in_((LcmState.RUNNING, LcmState.UNKNOWN)),
+                    col(VM.id).not_in(busy),
+                )
+            ).all()
+            return [r for r in rows if r is not None]
+
+    async def poll_vm(self, vm_id: int) -> None:
+        loaded = await anyio.to_thread.run_sync(self._vm_doc, vm_id)
+        if loaded is None:
+            return
+        host_name, attrs, vmm, deploy_id, doc = loaded
+        runner = self.drivers.for_host(host_name, attrs, "vmm", vmm)
+        result = await runner.run(
+            "vmm", vmm, "poll", [deploy_id, host_name, str(vm_id), host_name], stdin=doc,
+            timeout=self.cloud.config.monitor_timeout,
+        )
+        await anyio.to_thread.run_sync(self._vm_polled, vm_id, result.ok, result.stdout,
+                                       result.error)
+
+    def _vm_doc(self, vm_id: int) -> tuple[str, dict[str, str], str, str, bytes] | None:
+        with self.cloud.session() as s:
+            vm = s.get(VM, vm_id)
+            if vm is None or vm.host_id is None:
+                return None
+            host = s.get(Host, vm.host_id)
+            if host is None:
+                return None
+            history = list(
+                s.exec(select(History).where(History.vm_id == vm_id).order_by(col(History.seq)))
+            )
+            user, group = s.get(User, vm.uid), s.get(Group, vm.gid)
+            doc = documents.to_string(documents.vm_xml(
+                vm, history=history, uname=user.name if user else "",
+                gname=group.name if group else "")).encode()
+            attrs = {k: v for k, v in template.parse(host.template) if isinstance(v, str)}
+            vmm = history[-1].vmm_mad if history else host.vmm_mad
+            return host.name, attrs, vmm, vm.deploy_id or f"one-{vm_id}", doc
+
+    def _vm_polled(self, vm_id: int, ok: bool, output: str, error: str) -> None:
+        with self.cloud.session() as s:
+            vm = s.get(VM, vm_id)
+            if vm is None:
+                return
+            if not ok:
+                vm_log(s, vm_id, f"Poll failed: {error}", "E")
+                return
+            try:
+                metrics = parse_metrics(output)
+            except InvalidRequest as exc:
+                vm_log(s, vm_id, f"Poll output rejected: {exc}", "E")
+                return
+            extra = template.Template()
+            for name, value in metrics:
+                assert isinstance(value, str)
+                if name == "USEDCPU":
+                    vm.used_cpu = _num(value)
+                elif name == "USEDMEMORY":
+                    vm.used_memory = int(_num(value))
+                elif name == "NETRX":
+                    vm.net_rx = int(_num(value))
+                elif name == "NETTX":
+                    vm.net_tx = int(_num(value))
+                elif name != "STATE":
+                    extra.set(name, value)
+            vm.monitoring = extra.dumps()
+            vm.last_poll = now()
+            event = POLL_EVENTS.get(metrics.get("STATE") or "-")
+            if event is not None:
+                try:
+                    reason = "the hypervisor reports an error" if event == Event.POLL_ERROR else None
+                    apply(s, vm, event, message=reason)
+                except InvalidState:
+                    pass  # e.g. `a` while RUNNING: nothing changes
+            s.add(vm)
+
+
+def _num(value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return 0.0

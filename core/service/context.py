@@ -1,0 +1,52 @@
+"""What every service call needs: the database, the configuration, the wake-ups."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from core import db
+from core.config import Config
+from core.models import ADMIN_GROUP_ID, LogEntry
+from core.wakeups import Wakeups
+
+SCHEDULER = "scheduler"
+DISPATCHER = "dispatcher"
+MONITOR = "monitor"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated identity a request acts as."""
+
+    uid: int
+    gid: int
+    name: str
+
+    @property
+    def admin(self) -> bool:
+        return self.gid == ADMIN_GROUP_ID
+
+    def owns(self, uid: int) -> bool:
+        return self.admin or uid == self.uid
+
+
+@dataclass
+class Cloud:
+    engine: Engine
+    config: Config
+    wakeups: Wakeups = field(default_factory=Wakeups)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with db.unit_of_work(self.engine) as session:
+            yield session
+
+
+def vm_log(session: Session, vm_id: int, message: str, severity: str = "I") -> None:
+    """Append a line to the VM's log, in the caller's transaction."""
+    session.add(LogEntry(vm_id=vm_id, severity=severity, message=message))

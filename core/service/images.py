@@ -1,0 +1,237 @@
+"""Images, datastores and VM templates: what users register before creating VMs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlmodel import col, select
+
+from core import template
+from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from core.models import DEFAULT_DATASTORE_ID, SYSTEM_DATASTORE_ID, Datastore, Image, VMTemplate
+from core.service.access import ALL, fetch, id_range, restrict
+from core.service.context import Caller, Cloud
+from core.service.transitions import IMAGE_READY, IMAGE_USED
+
+IMAGE_TYPES = {"OS": 0, "CDROM": 1, "DATABLOCK": 2}
+IMAGE_DISABLED = 3
+
+
+def bootstrap_datastores(cloud: Cloud) -> None:
+    with cloud.session() as s:
+        if s.get(Datastore, SYSTEM_DATASTORE_ID) is None:
+            s.add(Datastore(id=SYSTEM_DATASTORE_ID, name="system", system=True,
+                            base_path=cloud.config.datastores + "/0"))
+            s.add(Datastore(id=DEFAULT_DATASTORE_ID, name="default",
+                            base_path=cloud.config.datastores + "/1"))
+
+
+def _name(tmpl: template.Template, kind: str) -> str:
+    name = (tmpl.get("NAME") or "").strip()
+    if not name:
+        raise InvalidRequest(f"the {kind} template needs a NAME")
+    return name
+
+
+def create_image(cloud: Cloud, caller: Caller, *, text: str,
+                 datastore_id: int = DEFAULT_DATASTORE_ID) -> int:
+    tmpl = template.parse(text)
+    name = _name(tmpl, "image")
+    type_name = (tmpl.get("TYPE") or "OS").upper()
+    if type_name not in IMAGE_TYPES:
+        raise InvalidRequest(f"image TYPE must be one of {', '.join(IMAGE_TYPES)}, not {type_name}")
+    path = tmpl.get("PATH") or ""
+    source = tmpl.get("SOURCE") or path
+    size = tmpl.get("SIZE") or "0"
+    if not size.isdigit():
+        raise InvalidRequest(f"image SIZE must be a number of MB, not {size!r}")
+    if not source and type_name != "DATABLOCK":
+        raise InvalidRequest("an OS or CDROM image needs a PATH (or SOURCE)")
+    if type_name == "DATABLOCK" and not source and int(size) <= 0:
+        raise InvalidRequest("an empty DATABLOCK image needs a SIZE in MB")
+    size_mb = int(size)
+    if path and not path.startswith(("http://", "https://")) and Path(path).is_file():
+        size_mb = size_mb or max(1, Path(path).stat().st_size >> 20)
+    persistent = (tmpl.get("PERSISTENT") or "NO").upper() in ("YES", "TRUE", "1")
+    with cloud.session() as s:
+        ds = s.get(Datastore, datastore_id)
+        if ds is None:
+            raise NotFound("datastore", datastore_id)
+        if ds.system:
+            raise InvalidRequest(f"datastore {ds.name} is a system datastore; images go elsewhere")
+        dup = s.exec(select(Image).where(Image.uid == caller.uid, Image.name == name)).first()
+        if dup is not None:
+            raise Conflict(f"you already have an image named {name} (id {dup.id})")
+        image = Image(
+            name=name, uid=caller.uid, gid=caller.gid, type=IMAGE_TYPES[type_name],
+            persistent=persistent, path=path, source=source, size_mb=size_mb,
+            fstype=tmpl.get("FSTYPE") or "", datastore_id=datastore_id, template=tmpl.dumps(),
+        )
+        s.add(image)
+        s.flush()
+        assert image.id is not None
+        return image.id
+
+
+def get_image(cloud: Cloud, caller: Caller, *, image_id: int) -> Image:
+    with cloud.session() as s:
+        return fetch(s, Image, image_id, caller, "image")
+
+
+def list_images(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1,
+                end: int = -1) -> list[Image]:
+    with cloud.session() as s:
+        query = id_range(restrict(select(Image), Image, caller, flag), Image, start, end)
+        return list(s.exec(query.order_by(col(Image.id))))
+
+
+def find_image(cloud: Cloud, caller: Caller, *, ref: str) -> int:
+    if ref.isdigit():
+        return int(ref)
+    with cloud.session() as s:
+        query = restrict(select(Image).where(Image.name == ref), Image, caller)
+        found = list(s.exec(query))
+        own = [i for i in found if i.uid == caller.uid] or found
+        if not own or own[0].id is None:
+            raise NotFound("image", ref)
+        return int(own[0].id)
+
+
+def delete_image(cloud: Cloud, caller: Caller, *, image_id: int) -> None:
+    with cloud.session() as s:
+        image = fetch(s, Image, image_id, caller, "image")
+        if image.running_vms > 0:
+            raise Conflict(f"image {image.name} is used by {image.running_vms} VM(s)")
+        s.delete(image)
+
+
+def enable_image(cloud: Cloud, caller: Caller, *, image_id: int, enable: bool) -> None:
+    with cloud.session() as s:
+        image = fetch(s, Image, image_id, caller, "image")
+        if image.state == IMAGE_USED:
+            raise Conflict(f"image {image.name} is in use")
+        image.state = IMAGE_READY if enable else IMAGE_DISABLED
+        s.add(image)
+
+
+def persistent_image(cloud: Cloud, caller: Caller, *, image_id: int, persistent: bool) -> None:
+    with cloud.session() as s:
+        image = fetch(s, Image, image_id, caller, "image")
+        if image.running_vms > 0:
+            raise Conflict(f"image {image.name} is in use; release it first")
+        image.persistent = persistent
+        s.add(image)
+
+
+def chtype_image(cloud: Cloud, caller: Caller, *, image_id: int, type_name: str) -> None:
+    type_name = type_name.upper()
+    if type_name not in IMAGE_TYPES:
+        raise InvalidRequest(f"image type must be one of {', '.join(IMAGE_TYPES)}")
+    with cloud.session() as s:
+        image = fetch(s, Image, image_id, caller, "image")
+        image.type = IMAGE_TYPES[type_name]
+        s.add(image)
+
+
+def list_datastores(cloud: Cloud, caller: Caller) -> list[tuple[Datastore, list[int]]]:
+    with cloud.session() as s:
+        stores = list(s.exec(select(Datastore).order_by(col(Datastore.id))))
+        images: dict[int, list[int]] = {}
+        for image_id, ds_id in s.exec(select(Image.id, Image.datastore_id)):
+            if image_id is not None:
+                images.setdefault(ds_id, []).append(image_id)
+        return [(d, images.get(d.id or 0, [])) for d in stores]
+
+
+def get_datastore(cloud: Cloud, caller: Caller, *, datastore_id: int) -> tuple[Datastore, list[int]]:
+    for ds, images in list_datastores(cloud, caller):
+        if ds.id == datastore_id:
+            return ds, images
+    raise NotFound("datastore", datastore_id)
+
+
+def create_datastore(cloud: Cloud, caller: Caller, *, text: str) -> int:
+    if not caller.admin:
+        raise Forbidden("only members of group oneadmin may create datastores")
+    tmpl = template.parse(text)
+    name = _name(tmpl, "datastore")
+    with cloud.session() as s:
+        if s.exec(select(Datastore).where(Datastore.name == name)).first() is not None:
+            raise Conflict(f"datastore {name} already exists")
+        ds = Datastore(name=name, ds_mad=tmpl.get("DS_MAD") or "fs",
+                       tm_mad=tmpl.get("TM_MAD") or "dummy", template=tmpl.dumps())
+        s.add(ds)
+        s.flush()
+        assert ds.id is not None
+        ds.base_path = f"{cloud.config.datastores}/{ds.id}"
+        return ds.id
+
+
+def delete_datastore(cloud: Cloud, caller: Caller, *, datastore_id: int) -> None:
+    if not caller.admin:
+        raise Forbidden("only members of group oneadmin may delete datastores")
+    with cloud.session() as s:
+        ds = s.get(Datastore, datastore_id)
+        if ds is None:
+            raise NotFound("datastore", datastore_id)
+        if datastore_id in (SYSTEM_DATASTORE_ID, DEFAULT_DATASTORE_ID):
+            raise Forbidden(f"datastore {ds.name} is built in")
+        if s.exec(select(Image.id).where(Image.datastore_id == datastore_id)).first() is not None:
+            raise Conflict(f"datastore {ds.name} still holds images")
+        s.delete(ds)
+
+
+# --- VM templates ---
+
+def create_template(cloud: Cloud, caller: Caller, *, text: str) -> int:
+    tmpl = template.parse(text)
+    name = _name(tmpl, "VM")
+    with cloud.session() as s:
+        row = VMTemplate(name=name, uid=caller.uid, gid=caller.gid, template=tmpl.dumps())
+        s.add(row)
+        s.flush()
+        assert row.id is not None
+        return int(row.id)
+
+
+def get_template(cloud: Cloud, caller: Caller, *, template_id: int) -> VMTemplate:
+    with cloud.session() as s:
+        return fetch(s, VMTemplate, template_id, caller, "template")
+
+
+def list_templates(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1,
+                   end: int = -1) -> list[VMTemplate]:
+    with cloud.session() as s:
+        query = restrict(select(VMTemplate), VMTemplate, caller, flag)
+        query = id_range(query, VMTemplate, start, end)
+        return list(s.exec(query.order_by(col(VMTemplate.id))))
+
+
+def find_template(cloud: Cloud, caller: Caller, *, ref: str) -> int:
+    if ref.isdigit():
+        return int(ref)
+    with cloud.session() as s:
+        query = restrict(select(VMTemplate).where(VMTemplate.name == ref), VMTemplate, caller)
+        row = s.exec(query).first()
+        if row is None or row.id is None:
+            raise NotFound("template", ref)
+        return int(row.id)
+
+
+def update_template(cloud: Cloud, caller: Caller, *, template_id: int, text: str,
+                    merge: bool = False) -> None:
+    new = template.parse(text)
+    with cloud.session() as s:
+        row = fetch(s, VMTemplate, template_id, caller, "template")
+        if merge:
+            current = template.parse(row.template)
+            current.merge(new)
+            new = current
+        row.name = new.get("NAME") or row.name
+        row.template = new.dumps()
+        s.add(row)
+
+
+def delete_template(cloud: Cloud, caller: Caller, *, template_id: int) -> None:
+    with cloud.session() as s:
+        s.delete(fetch(s, VMTemplate, template_id, caller, "template"))

@@ -1,0 +1,123 @@
+"""Applying a lifecycle event to a VM row, with everything it implies, in the caller's
+transaction: the new states, the driver work (an Operation), host capacity, history
+timestamps and the VM log. The scheduler, the dispatcher, the monitor and the user
+actions all change VM states through `apply`."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from core import lifecycle, template
+from core.lifecycle import LcmState, VmState
+from core.models import VM, History, Host, Image, Operation, now
+from core.service.context import vm_log
+
+# When each LCM state is entered, which history timestamp starts or ends
+_STAMPS: dict[LcmState, tuple[str, ...]] = {
+    LcmState.PROLOG: ("pstime",),
+    LcmState.PROLOG_RESUME: ("pstime",),
+    LcmState.BOOT: ("petime", "rstime"),
+    LcmState.EPILOG: ("retime", "estime"),
+    LcmState.EPILOG_STOP: ("retime", "estime"),
+}
+
+
+def last_history(session: Session, vm_id: int) -> History | None:
+    return session.exec(
+        select(History).where(History.vm_id == vm_id).order_by(col(History.seq).desc())
+    ).first()
+
+
+def apply(session: Session, vm: VM, event: str, *, message: str | None = None) -> lifecycle.Transition:
+    """Move `vm` by `event`; raises InvalidState if the table has no such row."""
+    old_state, old_lcm = vm.state, vm.lcm_state
+    move = lifecycle.transition(vm.state, vm.lcm_state, event)
+    assert vm.id is not None
+    history = last_history(session, vm.id) if vm.host_id is not None else None
+    _account(session, vm, old_state, move.state)
+    vm.state, vm.lcm_state = int(move.state), int(move.lcm)
+    stamp = now()
+    if history is not None:
+        for attr in _STAMPS.get(move.lcm, ()):
+            setattr(history, attr, stamp)
+        if move.state in (VmState.DONE, VmState.FAILED, VmState.STOPPED, VmState.PENDING):
+            if not history.etime:
+                history.etime = stamp
+            if old_lcm in (LcmState.EPILOG, LcmState.EPILOG_STOP):
+                history.eetime = stamp
+        session.add(history)
+    if move.state == VmState.DONE:
+        vm.etime = stamp
+        _release_images(session, vm)
+    if message is not None:
+        vm.message = message
+    elif move.state in (VmState.ACTIVE, VmState.PENDING, VmState.HOLD) and old_state != move.state:
+        vm.message = ""
+    if move.step is not None:
+        seq = history.seq if history is not None else -1
+        session.add(Operation(vm_id=vm.id, step=move.step.value, seq=seq))
+    session.add(vm)
+    before = lifecycle.state_name(old_state, old_lcm)
+    after = lifecycle.state_name(vm.state, vm.lcm_state)
+    if before != after:
+        line = f"New state is {after} (was {before}, on {event})"
+        vm_log(session, vm.id, line, "E" if move.state == VmState.FAILED else "I")
+    if move.step is not None:
+        vm_log(session, vm.id, f"Queued driver work: {move.step.value}")
+    return move
+
+
+def _account(session: Session, vm: VM, old: int, new: int) -> None:
+    """Reserve or release the host's capacity when the VM starts or stops holding it."""
+    if vm.host_id is None or lifecycle.holds_host(old) == lifecycle.holds_host(new):
+        return
+    host = session.get(Host, vm.host_id)
+    if host is None:
+        return
+    sign = 1 if lifecycle.holds_host(new) else -1
+    host.cpu_usage = max(0, host.cpu_usage + sign * round(vm.cpu * 100))
+    host.mem_usage = max(0, host.mem_usage + sign * vm.memory * 1024)
+    host.running_vms = max(0, host.running_vms + sign)
+    session.add(host)
+
+
+def place(session: Session, vm: VM, host: Host, event: str, ds_location: str,
+          tm_mad: str) -> lifecycle.Transition:
+    """Record a placement (a new History row) and apply the deploy event."""
+    assert vm.id is not None and host.id is not None
+    previous = last_history(session, vm.id)
+    seq = 0 if previous is None else previous.seq + 1
+    session.add(
+        History(
+            vm_id=vm.id, seq=seq, host_id=host.id, hostname=host.name, vmm_mad=host.vmm_mad,
+            vnm_mad=host.vnm_mad, tm_mad=tm_mad, ds_location=ds_location,
+        )
+    )
+    vm.host_id = host.id
+    session.flush()
+    vm_log(session, vm.id, f"Placed on host {host.name} (id {host.id}), history seq {seq}")
+    return apply(session, vm, event)
+
+
+def deploy_event(session: Session, vm: VM) -> str:
+    """DEPLOY, or DEPLOY_RESUME when the VM's files wait on the front-end after a stop."""
+    assert vm.id is not None
+    previous = last_history(session, vm.id)
+    if previous is not None and previous.reason == lifecycle.HistoryReason.STOP_RESUME:
+        return lifecycle.Event.DEPLOY_RESUME
+    return lifecycle.Event.DEPLOY
+
+
+IMAGE_READY, IMAGE_USED = 1, 2
+
+
+def _release_images(session: Session, vm: VM) -> None:
+    """A VM that is DONE no longer uses its images."""
+    for disk in template.parse(vm.template).vectors("DISK"):
+        if disk.get("IMAGE_ID", "").isdigit():
+            image = session.get(Image, int(disk["IMAGE_ID"]))
+            if image is not None:
+                image.running_vms = max(0, image.running_vms - 1)
+                if image.running_vms == 0 and image.state == IMAGE_USED:
+                    image.state = IMAGE_READY
+                session.add(image)

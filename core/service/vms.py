@@ -1,0 +1,260 @@
+"""Virtual machines: allocation, user actions, queries, logs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlmodel import col, select
+
+from core import expr, lifecycle, template
+from core.errors import Conflict, Forbidden, InvalidRequest, InvalidState, NotFound
+from core.lifecycle import Event, HistoryReason, VmState
+from core.models import SYSTEM_DATASTORE_ID, VM, Datastore, History, Host, Image, LogEntry
+from core.service import images as image_service
+from core.service.access import ALL, fetch, id_range, restrict
+from core.service.context import DISPATCHER, SCHEDULER, Caller, Cloud, vm_log
+from core.service.transitions import (
+    IMAGE_READY,
+    IMAGE_USED,
+    apply,
+    deploy_event,
+    last_history,
+    place,
+)
+
+# API action names: OpenNebula 3.4's, plus the later names pyone users may send
+ACTIONS: dict[str, Event] = {
+    "shutdown": Event.SHUTDOWN,
+    "hold": Event.HOLD,
+    "release": Event.RELEASE,
+    "stop": Event.STOP,
+    "cancel": Event.CANCEL,
+    "suspend": Event.SUSPEND,
+    "resume": Event.RESUME,
+    "restart": Event.RESTART,
+    "reboot": Event.REBOOT,
+    "finalize": Event.FINALIZE,
+    "delete": Event.FINALIZE,
+    "resubmit": Event.RESUBMIT,
+    "terminate": Event.SHUTDOWN,
+    "terminate-hard": Event.CANCEL,
+}
+
+
+def _number(tmpl: template.Template, name: str, kind: type, *, minimum: float) -> float:
+    raw = tmpl.get(name)
+    if raw is None or raw == "":
+        raise InvalidRequest(f"the VM template needs {name}")
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be a {'number' if kind is float else 'whole number'}, "
+                             f"not {raw!r}") from None
+    if value < minimum or value != value:
+        raise InvalidRequest(f"{name} must be greater than 0, not {raw}")
+    return float(value)
+
+
+def _resolve_disks(session: object, caller: Caller, tmpl: template.Template) -> list[Image]:
+    """Fill each DISK from its image; returns the images used (for their counters)."""
+    from sqlmodel import Session
+
+    assert isinstance(session, Session)
+    used: list[Image] = []
+    disks = tmpl.vectors("DISK")
+    targets = iter("abcdefghijklmnopqrstuvwxyz")
+    for disk_id, disk in enumerate(disks):
+        image: Image | None = None
+        if "IMAGE_ID" in disk:
+            if not disk["IMAGE_ID"].isdigit():
+                raise InvalidRequest(f"DISK {disk_id}: IMAGE_ID must be a number")
+            image = fetch(session, Image, int(disk["IMAGE_ID"]), caller, "image")
+        elif "IMAGE" in disk:
+            owner = caller.uid
+            query = select(Image).where(Image.name == disk["IMAGE"], Image.uid == owner)
+            image = session.exec(query).first()
+            if image is None:
+                raise NotFound("image", disk["IMAGE"])
+        if image is not None:
+            if image.state not in (IMAGE_READY, IMAGE_USED):
+                raise InvalidState(f"image {image.name} is not READY", "use")
+            if image.persistent and image.running_vms > 0:
+                raise Conflict(f"persistent image {image.name} is already used by a VM")
+            disk["IMAGE_ID"] = str(image.id)
+            disk["IMAGE"] = image.name
+            disk["SOURCE"] = image.source
+            disk["TYPE"] = {0: "DISK", 1: "CDROM", 2: "DISK"}.get(image.type, "DISK")
+            disk["CLONE"] = "NO" if image.persistent else "YES"
+            disk["SAVE"] = "YES" if image.persistent else disk.get("SAVE", "NO")
+            disk["READONLY"] = "YES" if image.type == 1 else disk.get("READONLY", "NO")
+            used.append(image)
+        else:
+            kind = disk.get("TYPE", "").lower()
+            if kind in ("swap", "fs"):
+                if not disk.get("SIZE", "").isdigit():
+                    raise InvalidRequest(f"DISK {disk_id}: a {kind} disk needs SIZE in MB")
+            elif not disk.get("SOURCE"):
+                raise InvalidRequest(f"DISK {disk_id} needs IMAGE, IMAGE_ID, SOURCE or TYPE=swap/fs")
+        disk["DISK_ID"] = str(disk_id)
+        disk.setdefault("TARGET", "hd" + next(targets))
+    return used
+
+
+def create_vm(cloud: Cloud, caller: Caller, *, text: str, hold: bool = False,
+              name: str | None = None) -> int:
+    tmpl = template.parse(text)
+    memory = _number(tmpl, "MEMORY", int, minimum=1)
+    cpu = _number(tmpl, "CPU", float, minimum=0.01)
+    requirements = tmpl.get("REQUIREMENTS") or ""
+    rank = tmpl.get("RANK") or ""
+    try:
+        expr.parse_requirements(requirements)
+        expr.parse_rank(rank)
+    except InvalidRequest as exc:
+        raise InvalidRequest(str(exc)) from None
+    if name:
+        tmpl.set("NAME", name)
+    with cloud.session() as s:
+        used = _resolve_disks(s, caller, tmpl)
+        state = VmState.HOLD if hold else VmState.PENDING
+        vm = VM(
+            name=tmpl.get("NAME") or "", uid=caller.uid, gid=caller.gid, state=int(state),
+            cpu=cpu, memory=int(memory), requirements=requirements, rank=rank,
+        )
+        s.add(vm)
+        s.flush()
+        assert vm.id is not None
+        if not vm.name:
+            vm.name = f"one-{vm.id}"
+            tmpl.set("NAME", vm.name)
+        tmpl.set("VMID", str(vm.id))
+        vm.template = tmpl.dumps()
+        for image in used:
+            image.running_vms += 1
+            image.state = IMAGE_USED
+            s.add(image)
+        vm_log(s, vm.id, f"New VM {vm.name} created by {caller.name}, state {state.name}")
+        vm_id = vm.id
+    cloud.wakeups.notify(SCHEDULER)
+    return vm_id
+
+
+def instantiate(cloud: Cloud, caller: Caller, *, template_id: int, name: str = "",
+                hold: bool = False) -> int:
+    row = image_service.get_template(cloud, caller, template_id=template_id)
+    tmpl = template.parse(row.template)
+    tmpl.set("TEMPLATE_ID", str(template_id))
+    if not name:
+        tmpl.remove("NAME")
+    return create_vm(cloud, caller, text=tmpl.dumps(), hold=hold, name=name or None)
+
+
+def act(cloud: Cloud, caller: Caller, *, vm_id: int, action: str) -> None:
+    """A user action (shutdown, hold, ...) on a VM."""
+    event = ACTIONS.get(action.lower())
+    if event is None:
+        raise InvalidRequest(f"unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}")
+    with cloud.session() as s:
+        vm = fetch(s, VM, vm_id, caller, "VM")
+        if event is Event.STOP:
+            history = last_history(s, vm_id)
+            if history is not None and vm.state == VmState.ACTIVE:
+                history.reason = HistoryReason.STOP_RESUME
+                s.add(history)
+        vm_log(s, vm_id, f"User {caller.name} asked for {action}")
+        apply(s, vm, event)
+    cloud.wakeups.notify(SCHEDULER, DISPATCHER)
+
+
+def deploy(cloud: Cloud, caller: Caller, *, vm_id: int, host_id: int) -> None:
+    """Place a PENDING VM on a chosen host (oneadmin only, as `onevm deploy`)."""
+    if not caller.admin:
+        raise Forbidden("only members of group oneadmin may deploy VMs by hand")
+    with cloud.session() as s:
+        vm = s.get(VM, vm_id)
+        if vm is None:
+            raise NotFound("VM", vm_id)
+        host = s.get(Host, host_id)
+        if host is None:
+            raise NotFound("host", host_id)
+        system = s.get(Datastore, SYSTEM_DATASTORE_ID)
+        tm_mad = system.tm_mad if system else "dummy"
+        if vm.state != VmState.PENDING:
+            raise InvalidState(lifecycle.state_name(vm.state, vm.lcm_state), "deploy")
+        place(s, vm, host, deploy_event(s, vm), ds_location_for(cloud, host), tm_mad)
+    cloud.wakeups.notify(DISPATCHER)
+
+
+def ds_location_for(cloud: Cloud, host: Host) -> str:
+    """Where the host keeps datastores: its DATASTORE_LOCATION attribute or the default."""
+    own = template.parse(host.template).get("DATASTORE_LOCATION")
+    return own or cloud.config.datastores
+
+
+@dataclass
+class VMInfo:
+    vm: VM
+    history: list[History]
+    uname: str
+    gname: str
+
+
+def get_vm(cloud: Cloud, caller: Caller, *, vm_id: int) -> VMInfo:
+    from core.service.identity import names
+
+    with cloud.session() as s:
+        vm = fetch(s, VM, vm_id, caller, "VM")
+        history = list(
+            s.exec(select(History).where(History.vm_id == vm_id).order_by(col(History.seq)))
+        )
+        users, groups = names(s)
+        return VMInfo(vm, history, users.get(vm.uid, str(vm.uid)), groups.get(vm.gid, str(vm.gid)))
+
+
+def list_vms(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1, end: int = -1,
+             state: int = -1) -> list[VMInfo]:
+    """OpenNebula's vmpool filter: state -2 any, -1 any but DONE, >=0 that state."""
+    from core.service.identity import names
+
+    with cloud.session() as s:
+        query = id_range(restrict(select(VM), VM, caller, flag), VM, start, end)
+        if state == -1:
+            query = query.where(col(VM.state) != VmState.DONE)
+        elif state >= 0:
+            query = query.where(VM.state == state)
+        elif state != -2:
+            raise InvalidRequest(f"invalid state filter {state}")
+        vms = list(s.exec(query.order_by(col(VM.id))))
+        histories: dict[int, list[History]] = {}
+        if vms:
+            ids = [v.id for v in vms]
+            hq = select(History).where(col(History.vm_id).in_(ids)).order_by(col(History.seq))
+            if len(ids) > 900:  # many VMs: one scan is cheaper than a huge IN list
+                hq = select(History).order_by(col(History.seq))
+            for h in s.exec(hq):
+                histories.setdefault(h.vm_id, []).append(h)
+        users, groups = names(s)
+        return [
+            VMInfo(v, histories.get(v.id or 0, []), users.get(v.uid, str(v.uid)),
+                   groups.get(v.gid, str(v.gid)))
+            for v in vms
+        ]
+
+
+def vm_log_entries(cloud: Cloud, caller: Caller, *, vm_id: int, after: int = 0) -> list[LogEntry]:
+    with cloud.session() as s:
+        fetch(s, VM, vm_id, caller, "VM")
+        query = select(LogEntry).where(LogEntry.vm_id == vm_id, col(LogEntry.id) > after)
+        return list(s.exec(query.order_by(col(LogEntry.id))))
+
+
+def find_vm(cloud: Cloud, caller: Caller, *, ref: str) -> int:
+    if ref.isdigit():
+        return int(ref)
+    with cloud.session() as s:
+        query = restrict(select(VM).where(VM.name == ref, col(VM.state) != VmState.DONE), VM,
+                         caller)
+        vm = s.exec(query).first()
+        if vm is None or vm.id is None:
+            raise NotFound("VM", ref)
+        return int(vm.id)

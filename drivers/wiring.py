@@ -1,0 +1,67 @@
+"""The daemon's view of the drivers (core.drivers.Drivers) over drivers.runner."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from core.config import Config
+from core.drivers import LogFn, Result, Runner
+from drivers import runner as runner_module
+from drivers.runner import HostAccess, LocalRunner, RunnerPool
+
+
+# A driver folder holding this file runs its actions on the front-end for every host.
+LOCAL_MARKER = "LOCAL"
+
+
+def _access(defaults: HostAccess, attributes: Mapping[str, str]) -> HostAccess:
+    """SSH settings for one host: its template's SSH_* attributes over the defaults."""
+    port = attributes.get("SSH_PORT", "")
+    return HostAccess(
+        address=attributes.get("SSH_ADDRESS") or defaults.address,
+        port=int(port) if port.isdigit() else defaults.port,
+        username=attributes.get("SSH_USER") or defaults.username,
+        client_keys=defaults.client_keys,
+        known_hosts=attributes.get("SSH_KNOWN_HOSTS") or defaults.known_hosts,
+        netns=attributes.get("SSH_NETNS") or defaults.netns,
+        remote_dir=attributes.get("SCRIPTS_REMOTE_DIR") or defaults.remote_dir,
+    )
+
+
+class DriverSet:
+    def __init__(self, pool: RunnerPool, defaults: HostAccess) -> None:
+        self.pool = pool
+        self.defaults = defaults
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> DriverSet:
+        defaults = HostAccess(
+            username=cfg.ssh_user or None,
+            client_keys=(os.path.expanduser(cfg.ssh_key),) if cfg.ssh_key else (),
+            known_hosts=os.path.expanduser(cfg.ssh_known_hosts) if cfg.ssh_known_hosts else None,
+            remote_dir=cfg.scripts_remote_dir,
+        )
+        return cls(RunnerPool(cfg.remotes, ssh_defaults=defaults), defaults)
+
+    def for_host(self, name: str, attributes: Mapping[str, str], kind: str, driver: str) -> Runner:
+        folder = f"{driver}.d" if kind == "im" else driver
+        if (self.pool.remotes_dir / kind / folder / LOCAL_MARKER).exists():
+            return self.pool.local()
+        found: Runner = self.pool.for_host(name, _access(self.defaults, attributes))
+        return found
+
+    def local(self) -> LocalRunner:
+        return self.pool.local()
+
+    async def run_probes(self, runner: Runner, hv: str, host_id: int, host_name: str, *,
+                         stdin: bytes, timeout: float, log: LogFn | None = None) -> Result:
+        result: Result = await runner_module.run_probes(
+            runner, hv, host_id, host_name, stdin=stdin, timeout=timeout, log=log)
+        return result
+
+    def invalidate(self) -> None:
+        self.pool.invalidate()
+
+    async def close(self) -> None:
+        await self.pool.close()
