@@ -27,7 +27,8 @@ class NotFound(CloudError):
 
 class InvalidState(CloudError):
     def __init__(self, state: str, event: str) -> None:
-        super().__init__(f"action {event!r} is not allowed in state {state}")
+        event = str(event)
+        super().__init__(f"action '{event}' is not allowed in state {state}")
         self.state = state
         self.event = event
 

@@ -2,9 +2,8 @@
 
 REQUIREMENTS is boolean (src/xml/expr_bool.y)::
 
-    expr     := and ( '|' and )*          precedence: '!' over '&' over '|'
-    and      := not ( '&' not )*
-    not      := '!' not | '(' expr ')' | NAME op value
+    expr     := not ( ('&' | '|') not )*  one precedence, left to right: A | B & C = (A | B) & C
+    not      := '!' not | '(' expr ')' | NAME op value   ('!' applies to what follows it)
     op       := '=' | '!=' | '>' | '<'    (there is no '>=' nor '<=')
     value    := ['-'] NUMBER | "quoted" | BARE_WORD
 
@@ -498,23 +497,23 @@ class _Parser:
     def requirements(self) -> BoolNode:
         if self.peek().kind == "end":
             return Always()
-        root = self.disjunction()
+        root = self.chain()
         self.finish("'&', '|' or the end of the expression")
         return root
 
-    def disjunction(self) -> BoolNode:
-        operands = [self.conjunction()]
-        while self.peek().text == "|":
-            self.take()
-            operands.append(self.conjunction())
-        return operands[0] if len(operands) == 1 else Or(tuple(operands))
-
-    def conjunction(self) -> BoolNode:
-        operands = [self.negation()]
-        while self.peek().text == "&":
-            self.take()
-            operands.append(self.negation())
-        return operands[0] if len(operands) == 1 else And(tuple(operands))
+    def chain(self) -> BoolNode:
+        """`&` and `|` share one precedence and group left to right, as in OpenNebula's
+        expr_bool.y (`%left '!' '&' '|'`): `A | B & C` is `(A | B) & C`."""
+        node = self.negation()
+        while self.peek().text in ("&", "|"):
+            op = self.take().text
+            right = self.negation()
+            kind = And if op == "&" else Or
+            if isinstance(node, kind):  # keep long chains flat: a & b & c is one node
+                node = kind((*node.operands, right))
+            else:
+                node = kind((node, right))
+        return node
 
     def negation(self) -> BoolNode:
         token = self.peek()
@@ -527,7 +526,7 @@ class _Parser:
         if token.text == "(":
             self.take()
             self.nest(token)
-            node = self.disjunction()
+            node = self.chain()
             if self.peek().text != ")":
                 raise self.unexpected(self.peek(), f"')' to close the '(' at column {token.column}")
             self.take()

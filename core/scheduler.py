@@ -405,7 +405,7 @@ class _Queue:
         best, count = self.most_free()
         text = self.filt.requirement.text.strip()
         if best < 0:
-            message = f'no host satisfies REQUIREMENTS "{text}"'
+            message = f"no host satisfies REQUIREMENTS: {text}"
         else:
             cpu, mem = cluster.room(best)
             if text and count == 1:

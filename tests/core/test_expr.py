@@ -116,18 +116,20 @@ def test_combinators() -> None:
     assert req("((((ID = 7))))") is True
 
 
-def test_precedence_not_over_and_over_or() -> None:
-    # a | b & c == a | (b & c)
-    assert req("ID = 7 | ID = 1 & ID = 2") is True
-    assert req("(ID = 7 | ID = 1) & ID = 2") is False
+def test_and_or_group_left_to_right_like_opennebula() -> None:
+    """expr_bool.y declares `%left '!' '&' '|'`: one precedence level, left to right."""
+    # a | b & c == (a | b) & c  (not a | (b & c) as in C)
+    assert req("ID = 7 | ID = 1 & ID = 2") is False
+    assert req("ID = 7 | (ID = 1 & ID = 2)") is True
     # a & b | c == (a & b) | c
     assert req("ID = 1 & ID = 2 | ID = 7") is True
     assert req("ID = 1 & (ID = 2 | ID = 7)") is False
-    # ! binds tighter than & and |
+    # ! applies to the comparison or parenthesis right after it
     assert req("!ID = 1 & ID = 7") is True
     assert req("!(ID = 1 & ID = 7)") is True
     assert req("!ID = 7 | ID = 7") is True
     assert req("!(ID = 7 | ID = 7)") is False
+    assert req("ID = 7 & !ID = 1 | ID = 3") is True
 
 
 def test_requirement_object() -> None:

@@ -203,7 +203,7 @@ def test_requirements_see_the_placements_already_made() -> None:
     vms = [vm(i, requirements="RUNNING_VMS < 1") for i in range(3)]
     result = run(vms, hosts, max_host=10)
     assert result.placements == [(0, 1), (1, 2)]
-    assert "no host satisfies REQUIREMENTS \"RUNNING_VMS < 1\"" == result.unplaced[2]
+    assert "no host satisfies REQUIREMENTS: RUNNING_VMS < 1" == result.unplaced[2]
     vms = [vm(i, cpu=3, requirements="FREE_CPU > 400") for i in range(3)]
     result = run(vms, [host(1)], max_host=10)  # 800 -> 500 -> 200
     assert result.placements == [(0, 1), (1, 1)]
@@ -330,7 +330,7 @@ def test_defaults_are_opennebula_34s() -> None:
 
 def test_reason_no_host_satisfies() -> None:
     result = run([vm(1, requirements="FREE_CPU > 900")], [host(1), host(2)])
-    assert result.unplaced == {1: 'no host satisfies REQUIREMENTS "FREE_CPU > 900"'}
+    assert result.unplaced == {1: "no host satisfies REQUIREMENTS: FREE_CPU > 900"}
 
 
 def test_reason_no_room() -> None:
