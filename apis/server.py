@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 
 import uvicorn
@@ -13,14 +12,22 @@ from apis.app import build
 from core import config as config_module
 from core.config import Config
 from core.daemon import Daemon, prepare
+from core.errors import CloudError
 from drivers.wiring import DriverSet
 
 log = logging.getLogger("nubo")
 
 
 def serve(cfg: Config | None = None) -> None:
-    cfg = cfg or config_module.load()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        cfg = cfg or config_module.load()
+    except CloudError as exc:
+        print(f"nubo: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # every driver call is in the VM's log; the daemon's own log keeps only failures
+    logging.getLogger("nubo.drivers").setLevel(logging.WARNING)
     cloud = prepare(cfg)
     drivers = DriverSet.from_config(cfg)
     daemon = Daemon(cloud, drivers)
@@ -38,4 +45,3 @@ def serve(cfg: Config | None = None) -> None:
         sys.exit(1)
 
 
-__all__ = ["serve", "signal"]

@@ -10,7 +10,6 @@ from core.drivers import LogFn, Result, Runner
 from drivers import runner as runner_module
 from drivers.runner import HostAccess, LocalRunner, RunnerPool
 
-
 # A driver folder holding this file runs its actions on the front-end for every host.
 LOCAL_MARKER = "LOCAL"
 

@@ -14,8 +14,12 @@ POLL_SECONDS = 0.25
 LOG_POLL_SECONDS = 1.0
 
 
-def wait_running(client: Client, vm_id: int, *, timeout: float, as_json: bool) -> int:
-    """Print each state change until RUNNING (0), FAILED or DONE (1), or the timeout (1)."""
+def wait_running(client: Client, vm_id: int, *, timeout: float, as_json: bool,
+                 settle: bool = False) -> int:
+    """Print each state change until RUNNING (0), FAILED or DONE (1), or the timeout (1).
+
+    With `settle`, stop at the first state that needs no more driver work (RUNNING,
+    UNKNOWN, HOLD, STOPPED, SUSPENDED, DONE: 0; FAILED: 1): what an action leads to."""
     start = time.monotonic()
     changes: list[dict[str, Any]] = []
     last_state = last_message = ""
@@ -35,7 +39,7 @@ def wait_running(client: Client, vm_id: int, *, timeout: float, as_json: bool) -
             if not as_json:
                 emit(f"{elapsed:7.1f}s  waiting: {vm['message']}")
             last_message = vm["message"]
-        problem = _outcome(vm, elapsed, timeout)
+        problem = _settled(vm, elapsed, timeout) if settle else _outcome(vm, elapsed, timeout)
         if problem is not None:
             if as_json:
                 emit_json({"id": vm_id, "state": vm["state_name"], "elapsed": elapsed,
@@ -60,6 +64,15 @@ def _outcome(vm: views.View, elapsed: float, timeout: float) -> str | None:
         why = f": {vm['message']}" if vm["state"] == "PENDING" and vm["message"] else ""
         return f"VM {vm['id']} is still {vm['state_name']} after {timeout:g}s{why}"
     return None
+
+
+SETTLED = {"HOLD", "STOPPED", "SUSPENDED", "DONE"}
+
+
+def _settled(vm: views.View, elapsed: float, timeout: float) -> str | None:
+    if vm["state"] in SETTLED or (vm["state"] == "ACTIVE" and vm["lcm_state"] == "UNKNOWN"):
+        return ""
+    return _outcome(vm, elapsed, timeout)
 
 
 def log_entries(client: Client, vm_id: int, after: int) -> list[dict[str, Any]]:

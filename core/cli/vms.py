@@ -200,8 +200,14 @@ def _span(start: int, end: int) -> str:
 
 def act(action: str) -> Run:
     def run(client: Client, args: argparse.Namespace) -> int:
-        return for_each(client, "vm", args.vms,
-                        lambda vm_id: client.call("one.vm.action", action, vm_id))
+        rc = for_each(client, "vm", args.vms,
+                      lambda vm_id: client.call("one.vm.action", action, vm_id))
+        if rc == 0 and args.wait:
+            for ref in args.vms:
+                vm_id = resolve(client, "vm", ref)
+                rc = max(rc, follow.wait_running(client, vm_id, timeout=args.timeout,
+                                                 as_json=args.json, settle=True))
+        return rc
 
     return run
 
@@ -260,6 +266,11 @@ def register(sub: Subparsers) -> None:
         p = command(verbs, verb, what, act(action),
                     description=f"{what} (sends the `{action}` action; prints nothing)")
         p.add_argument("vms", nargs="+", metavar="ID|NAME")
+        p.add_argument("--wait", action="store_true",
+                       help="follow each VM until the action has played out (RUNNING, "
+                            "SUSPENDED, STOPPED, DONE, ...); exit 1 if it ends FAILED")
+        p.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                       help="with --wait: give up after S seconds (default 300; 0: never)")
     p = command(verbs, "deploy", "place a pending VM on a host by hand (oneadmin)", deploy)
     p.add_argument("vm", metavar="ID|NAME")
     p.add_argument("host", metavar="HOST")
