@@ -97,6 +97,7 @@ def schedule_once(cloud: Cloud) -> int:
     with cloud.session() as s:
         pending = s.exec(
             select(VM).where(VM.state == VmState.PENDING).order_by(col(VM.id)).limit(cfg.max_vm)
+            .with_for_update(skip_locked=True)
         ).all()
         if not pending:
             return 0

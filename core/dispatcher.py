@@ -203,7 +203,7 @@ class Dispatcher:
         with self.cloud.session() as s:
             s.add_all(sink.entries)
             op = s.get(Operation, job.op_id)
-            vm = s.get(VM, job.vm.id)
+            vm = s.get(VM, job.vm.id, with_for_update=True)
             if op is None or vm is None:
                 return
             op.status = "done" if ok else "failed"

@@ -144,7 +144,7 @@ class Monitor:
 
     def _host_monitored(self, host_id: int, metrics: template.Template) -> None:
         with self.cloud.session() as s:
-            host = s.get(Host, host_id)
+            host = s.get(Host, host_id, with_for_update=True)
             if host is None:
                 return
             current = template.parse(host.template)
@@ -166,7 +166,7 @@ class Monitor:
 
     def _host_failed(self, host_id: int, message: str) -> None:
         with self.cloud.session() as s:
-            host = s.get(Host, host_id)
+            host = s.get(Host, host_id, with_for_update=True)
             if host is None:
                 return
             if host.state != HostState.DISABLED:
@@ -224,7 +224,7 @@ class Monitor:
 
     def _vm_polled(self, vm_id: int, ok: bool, output: str, error: str) -> None:
         with self.cloud.session() as s:
-            vm = s.get(VM, vm_id)
+            vm = s.get(VM, vm_id, with_for_update=True)
             if vm is None:
                 return
             if not ok:

@@ -18,9 +18,11 @@ MINE = -3
 MINE_AND_GROUP = -1
 
 
-def fetch(session: Session, model: type[T], ident: int, caller: Caller, kind: str) -> T:
-    """The row, if it exists and the caller may act on it."""
-    row: Any = session.get(model, ident)
+def fetch(session: Session, model: type[T], ident: int, caller: Caller, kind: str, *,
+          lock: bool = False) -> T:
+    """The row, if it exists and the caller may act on it; `lock` holds it (FOR UPDATE)
+    until the transaction ends, for read-modify-write."""
+    row: Any = session.get(model, ident, with_for_update=lock)
     if row is None:
         raise NotFound(kind, ident)
     if not caller.owns(row.uid):

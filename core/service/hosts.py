@@ -101,7 +101,7 @@ def find_host(cloud: Cloud, caller: Caller, *, ref: str) -> int:
 def enable_host(cloud: Cloud, caller: Caller, *, host_id: int, enable: bool) -> None:
     _require_admin(caller)
     with cloud.session() as s:
-        host = s.get(Host, host_id)
+        host = s.get(Host, host_id, with_for_update=True)
         if host is None:
             raise NotFound("host", host_id)
         if enable and host.state == HostState.DISABLED:
@@ -117,7 +117,7 @@ def update_host(cloud: Cloud, caller: Caller, *, host_id: int, text: str, merge:
     _require_admin(caller)
     new = template.parse(text)
     with cloud.session() as s:
-        host = s.get(Host, host_id)
+        host = s.get(Host, host_id, with_for_update=True)
         if host is None:
             raise NotFound("host", host_id)
         if merge:

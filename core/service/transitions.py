@@ -5,7 +5,7 @@ actions all change VM states through `apply`."""
 
 from __future__ import annotations
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, select, update
 
 from core import lifecycle, template
 from core.lifecycle import LcmState, VmState
@@ -68,17 +68,20 @@ def apply(session: Session, vm: VM, event: str, *, message: str | None = None) -
 
 
 def _account(session: Session, vm: VM, old: int, new: int) -> None:
-    """Reserve or release the host's capacity when the VM starts or stops holding it."""
+    """Reserve or release the host's capacity when the VM starts or stops holding it.
+
+    One UPDATE with relative values, so concurrent placements and releases on the same
+    host never lose each other's change."""
     if vm.host_id is None or lifecycle.holds_host(old) == lifecycle.holds_host(new):
         return
-    host = session.get(Host, vm.host_id)
-    if host is None:
-        return
     sign = 1 if lifecycle.holds_host(new) else -1
-    host.cpu_usage = max(0, host.cpu_usage + sign * round(vm.cpu * 100))
-    host.mem_usage = max(0, host.mem_usage + sign * vm.memory * 1024)
-    host.running_vms = max(0, host.running_vms + sign)
-    session.add(host)
+    session.execute(
+        update(Host).where(col(Host.id) == vm.host_id).values(
+            cpu_usage=col(Host.cpu_usage) + sign * round(vm.cpu * 100),
+            mem_usage=col(Host.mem_usage) + sign * vm.memory * 1024,
+            running_vms=col(Host.running_vms) + sign,
+        ).execution_options(synchronize_session="fetch")
+    )
 
 
 def place(session: Session, vm: VM, host: Host, event: str, ds_location: str,
@@ -115,9 +118,9 @@ def _release_images(session: Session, vm: VM) -> None:
     """A VM that is DONE no longer uses its images."""
     for disk in template.parse(vm.template).vectors("DISK"):
         if disk.get("IMAGE_ID", "").isdigit():
-            image = session.get(Image, int(disk["IMAGE_ID"]))
-            if image is not None:
-                image.running_vms = max(0, image.running_vms - 1)
-                if image.running_vms == 0 and image.state == IMAGE_USED:
-                    image.state = IMAGE_READY
-                session.add(image)
+            image_id = int(disk["IMAGE_ID"])
+            session.execute(update(Image).where(col(Image.id) == image_id).values(
+                running_vms=col(Image.running_vms) - 1))
+            session.execute(update(Image).where(
+                col(Image.id) == image_id, col(Image.running_vms) <= 0,
+                col(Image.state) == IMAGE_USED).values(running_vms=0, state=IMAGE_READY))

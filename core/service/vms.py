@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlmodel import col, select
+from sqlmodel import col, select, update
 
 from core import expr, lifecycle, template
 from core.errors import Conflict, Forbidden, InvalidRequest, InvalidState, NotFound
@@ -130,9 +130,8 @@ def create_vm(cloud: Cloud, caller: Caller, *, text: str, hold: bool = False,
         tmpl.set("VMID", str(vm.id))
         vm.template = tmpl.dumps()
         for image in used:
-            image.running_vms += 1
-            image.state = IMAGE_USED
-            s.add(image)
+            s.execute(update(Image).where(col(Image.id) == image.id).values(
+                running_vms=col(Image.running_vms) + 1, state=IMAGE_USED))
         vm_log(s, vm.id, f"New VM {vm.name} created by {caller.name}, state {state.name}")
         vm_id = vm.id
     cloud.wakeups.notify(SCHEDULER)
@@ -155,7 +154,7 @@ def act(cloud: Cloud, caller: Caller, *, vm_id: int, action: str) -> None:
     if event is None:
         raise InvalidRequest(f"unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}")
     with cloud.session() as s:
-        vm = fetch(s, VM, vm_id, caller, "VM")
+        vm = fetch(s, VM, vm_id, caller, "VM", lock=True)
         if event is Event.STOP:
             history = last_history(s, vm_id)
             if history is not None and vm.state == VmState.ACTIVE:
@@ -171,7 +170,7 @@ def deploy(cloud: Cloud, caller: Caller, *, vm_id: int, host_id: int) -> None:
     if not caller.admin:
         raise Forbidden("only members of group oneadmin may deploy VMs by hand")
     with cloud.session() as s:
-        vm = s.get(VM, vm_id)
+        vm = s.get(VM, vm_id, with_for_update=True)
         if vm is None:
             raise NotFound("VM", vm_id)
         host = s.get(Host, host_id)

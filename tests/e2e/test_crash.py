@@ -52,10 +52,12 @@ def crash_during(nubo: LiveNubo, rng: random.Random, kills: int) -> None:
         nubo.start()
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_sigkill_during_bursts(tmp_path: Path, seed: int) -> None:
+@pytest.mark.parametrize(("seed", "database"), [(1, "sqlite"), (2, "sqlite"), (3, "postgresql")])
+def test_sigkill_during_bursts(tmp_path: Path, seed: int, database: str,
+                               request: pytest.FixtureRequest) -> None:
     rng = random.Random(seed)
-    nubo = LiveNubo(tmp_path / "var", conf=FAST_CONF + "DISPATCH_CONCURRENCY = 8\n")
+    db = request.getfixturevalue("postgres").create_database() if database == "postgresql" else ""
+    nubo = LiveNubo(tmp_path / "var", db=db, conf=FAST_CONF + "DISPATCH_CONCURRENCY = 8\n")
     nubo.start()
     try:
         rpc = nubo.rpc()

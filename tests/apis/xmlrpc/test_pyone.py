@@ -93,6 +93,15 @@ def test_datastores_and_images(one: pyone.OneServer, alice: pyone.OneServer) -> 
     stores = {d.NAME: d.ID for d in one.datastorepool.info().DATASTORE}
     assert stores["system"] == 0 and stores["default"] == 1
     assert one.datastore.info(1).NAME == "default"
+    ds_id = one.datastore.allocate('NAME = "fast"\nTM_MAD = "dummy"\n', -1)
+    assert one.datastore.info(ds_id).NAME == "fast"
+    with pytest.raises(pyone.OneAuthorizationException):
+        alice.datastore.allocate('NAME = "mine"', -1)
+    one.datastore.delete(ds_id)
+    with pytest.raises(pyone.OneNoExistsException):
+        one.datastore.info(ds_id)
+    with pytest.raises(pyone.OneAuthorizationException):
+        one.datastore.delete(0)  # built in
     image_id = alice.image.allocate('NAME = "alice-os"\nPATH = "/var/tmp/x.img"\nSIZE = 10', 1)
     image = alice.image.info(image_id)
     assert (image.NAME, image.UNAME, image.STATE, image.SIZE) == ("alice-os", "alice", 1, 10)
