@@ -28,6 +28,7 @@ def serve(cfg: Config | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # every driver call is in the VM's log; the daemon's own log keeps only failures
     logging.getLogger("nubo.drivers").setLevel(logging.WARNING)
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)  # it logs every channel at INFO
     cloud = prepare(cfg)
     drivers = DriverSet.from_config(cfg)
     daemon = Daemon(cloud, drivers)

@@ -1,7 +1,7 @@
 """Host monitoring through IM probes and VM polling through the VMM driver.
 
-A host is probed when it is new (INIT), when its interval has passed, or when the
-service asks (`nubo host sync`, enable, update). Probe output is `NAME=VALUE` tokens;
+A host is probed when it is new (INIT), when its interval has passed, when it was
+enabled or updated (the service resets its last monitoring time), or on `nubo host sync`. Probe output is `NAME=VALUE` tokens;
 TOTAL*/FREE*/USED* feed the host share, every token lands in the host template. A probe
 that fails or times out puts the host in ERROR with the message (a DISABLED host stays
 DISABLED). VMs in RUNNING or UNKNOWN are polled; the STATE letter becomes an event.
@@ -116,7 +116,7 @@ class Monitor:
             loaded = await anyio.to_thread.run_sync(self._host_doc, host_id)
             if loaded is None:
                 return
-            name, im, attrs, doc = loaded
+            name, im, attrs, doc, seen = loaded
             runner = self.drivers.for_host(name, attrs, "im", im)
             result = await self.drivers.run_probes(
                 runner, im, host_id, name, stdin=doc, timeout=self.cloud.config.monitor_timeout
@@ -125,27 +125,36 @@ class Monitor:
                 try:
                     metrics = parse_metrics(result.stdout)
                 except InvalidRequest as exc:
-                    await anyio.to_thread.run_sync(self._host_failed, host_id, str(exc))
+                    await anyio.to_thread.run_sync(self._host_failed, host_id, seen, str(exc))
                 else:
-                    await anyio.to_thread.run_sync(self._host_monitored, host_id, metrics)
+                    await anyio.to_thread.run_sync(self._host_monitored, host_id, seen, metrics)
             else:
-                await anyio.to_thread.run_sync(self._host_failed, host_id, result.error)
+                await anyio.to_thread.run_sync(self._host_failed, host_id, seen, result.error)
         finally:
             self._inflight.discard(host_id)
 
-    def _host_doc(self, host_id: int) -> tuple[str, str, dict[str, str], bytes] | None:
+    def _host_doc(self, host_id: int) -> tuple[str, str, dict[str, str], bytes, str] | None:
         with self.cloud.session() as s:
             host = s.get(Host, host_id)
             if host is None:
                 return None
             attrs = {k: v for k, v in template.parse(host.template) if isinstance(v, str)}
             doc = documents.to_string(documents.host_xml(host)).encode()
-            return host.name, host.im_mad, attrs, doc
+            return host.name, host.im_mad, attrs, doc, host.template
 
-    def _host_monitored(self, host_id: int, metrics: template.Template) -> None:
+    @staticmethod
+    def _stale(host: Host, seen: str) -> bool:
+        """The host was updated while the probe ran (e.g. its SSH address was set just
+        after it was created): drop the result and probe it again at once."""
+        if host.template == seen:
+            return False
+        host.last_mon_time = 0
+        return True
+
+    def _host_monitored(self, host_id: int, seen: str, metrics: template.Template) -> None:
         with self.cloud.session() as s:
             host = s.get(Host, host_id, with_for_update=True)
-            if host is None:
+            if host is None or self._stale(host, seen):
                 return
             current = template.parse(host.template)
             current.remove("ERROR")
@@ -164,10 +173,10 @@ class Monitor:
             host.last_mon_time = now()
             s.add(host)
 
-    def _host_failed(self, host_id: int, message: str) -> None:
+    def _host_failed(self, host_id: int, seen: str, message: str) -> None:
         with self.cloud.session() as s:
             host = s.get(Host, host_id, with_for_update=True)
-            if host is None:
+            if host is None or self._stale(host, seen):
                 return
             if host.state != HostState.DISABLED:
                 host.state = HostState.ERROR

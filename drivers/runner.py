@@ -465,11 +465,14 @@ def netns_socket(netns: str, family: int) -> socket.socket:
     return made
 
 
-def _describe(exc: BaseException) -> str:
+def _describe(exc: BaseException, address: str = "") -> str:
     if isinstance(exc, TimeoutError):
         return "connection timed out"
     if isinstance(exc, asyncssh.Error):
         return exc.reason or type(exc).__name__
+    if isinstance(exc, socket.gaierror):  # resolver codes are negative: not errno values
+        what = f"cannot resolve host name {address}".rstrip()
+        return f"{what} ({exc.strerror})" if exc.strerror else what
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno)
     return str(exc) or type(exc).__name__
@@ -620,8 +623,9 @@ class SshRunner(_RunnerBase):
             try:
                 self._conn = await self._open()
             except (OSError, asyncssh.Error, TimeoutError) as exc:
+                why = _describe(exc, self.address)
                 raise _Unavailable(
-                    _failure(RC_UNREACHABLE, f"cannot reach {self._where}: {_describe(exc)}")
+                    _failure(RC_UNREACHABLE, f"cannot reach {self._where}: {why}")
                 ) from None
             return self._conn
 

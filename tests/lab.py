@@ -100,6 +100,15 @@ class LabHost:
                 self.sshd.kill()
                 self.sshd.wait()
 
+    def power_off(self) -> None:
+        """As a crash: the listener and every process in the host's namespace (the open
+        sessions' sshd included) get killed, so clients see their connections drop."""
+        self.stop_sshd()
+        with contextlib.suppress(RuntimeError):
+            for pid in _ip("netns", "pids", self.netns).split():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(pid), signal.SIGKILL)
+
 
 @dataclass
 class Lab:

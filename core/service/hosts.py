@@ -108,6 +108,7 @@ def enable_host(cloud: Cloud, caller: Caller, *, host_id: int, enable: bool) -> 
             host.state = HostState.INIT
         elif not enable:
             host.state = HostState.DISABLED
+        host.last_mon_time = 0  # probe it again now
         s.add(host)
     cloud.wakeups.notify(MONITOR)
 
@@ -125,6 +126,7 @@ def update_host(cloud: Cloud, caller: Caller, *, host_id: int, text: str, merge:
             current.merge(new)
             new = current
         host.template = new.dumps()
+        host.last_mon_time = 0  # probe it again now, with its new attributes
         s.add(host)
     cloud.wakeups.notify(MONITOR)
 
