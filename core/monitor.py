@@ -1,8 +1,9 @@
 """Host monitoring through IM probes and VM polling through the VMM driver.
 
 A host is probed when it is new (INIT), when its interval has passed, when it was
-enabled or updated (the service resets its last monitoring time), or on `nubo host sync`. Probe output is `NAME=VALUE` tokens;
-TOTAL*/FREE*/USED* feed the host share, every token lands in the host template. A probe
+enabled or updated (the service resets its last monitoring time), or on `nubo host sync`.
+Probe output is `NAME=VALUE` tokens; TOTAL*/FREE*/USED* feed the host share, every token
+lands in the host template. A probe
 that fails or times out puts the host in ERROR with the message (a DISABLED host stays
 DISABLED). VMs in RUNNING or UNKNOWN are polled; the STATE letter becomes an event.
 """
