@@ -25,7 +25,7 @@ from sqlmodel import col, select, update
 from core import documents, template
 from core.drivers import Drivers, Runner
 from core.errors import InvalidState
-from core.lifecycle import HistoryReason, Step, step_event
+from core.lifecycle import HistoryReason, Step, state_name, step_event, step_is_due
 from core.models import VM, Datastore, Group, History, Host, Image, LogEntry, Operation, User, now
 from core.service.context import DISPATCHER, SCHEDULER, Cloud, vm_log
 from core.service.transitions import apply
@@ -170,6 +170,13 @@ class Dispatcher:
             if vm is None:
                 op.status, op.error = "failed", "the VM no longer exists"
                 s.add(op)
+                return None
+            if not step_is_due(Step(op.step), vm.state, vm.lcm_state):
+                op.status, op.finished = "skipped", now()
+                op.error = f"the VM moved on to {state_name(vm.state, vm.lcm_state)}"
+                s.add(op)
+                vm_log(s, op.vm_id,
+                       f"Skipped queued {op.step}: the VM is {state_name(vm.state, vm.lcm_state)}")
                 return None
             histories = list(
                 s.exec(select(History).where(History.vm_id == vm.id).order_by(col(History.seq)))

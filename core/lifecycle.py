@@ -244,6 +244,30 @@ for _lcm in LcmState:
 TABLE[(A, L.CLEANUP, E.FINALIZE)] = Transition(V.DONE, _I)
 
 
+# The LCM state an ACTIVE VM is in while a step's work is due. A queued step whose VM has
+# moved on (finalized, resubmitted) is skipped; CLEANUP runs whatever the state.
+STEP_LCM: dict[Step, LcmState | None] = {
+    Step.PROLOG: L.PROLOG,
+    Step.PROLOG_RESUME: L.PROLOG_RESUME,
+    Step.BOOT: L.BOOT,
+    Step.RESTORE: L.BOOT,
+    Step.SHUTDOWN: L.SHUTDOWN,
+    Step.CANCEL: L.CANCEL,
+    Step.SAVE_STOP: L.SAVE_STOP,
+    Step.SAVE_SUSPEND: L.SAVE_SUSPEND,
+    Step.EPILOG: L.EPILOG,
+    Step.EPILOG_STOP: L.EPILOG_STOP,
+    Step.REBOOT: L.RUNNING,
+    Step.CLEANUP: None,
+}
+
+
+def step_is_due(step: Step, state: int, lcm: int) -> bool:
+    """Whether a VM in (state, lcm) still waits for `step`."""
+    expected = STEP_LCM[step]
+    return expected is None or (state == VmState.ACTIVE and lcm == expected)
+
+
 def state_name(state: int, lcm: int) -> str:
     """`ACTIVE/RUNNING` for active VMs, `PENDING` otherwise."""
     vm_state = VmState(state)

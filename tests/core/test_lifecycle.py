@@ -189,3 +189,12 @@ def test_table_has_no_row_outside_the_expectations() -> None:
 
 def test_capacity_is_held_while_active_or_suspended() -> None:
     assert [s for s in VmState if holds_host(s)] == [V.ACTIVE, V.SUSPENDED]
+
+
+def test_every_step_is_due_exactly_in_the_state_its_transition_leads_to() -> None:
+    """Each row that queues a step lands in the state where that step counts as due."""
+    from core.lifecycle import step_is_due
+
+    for (_state, _lcm, _event), move in TABLE.items():
+        if move.step is not None:
+            assert step_is_due(move.step, move.state, move.lcm), (move, _event)
