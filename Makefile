@@ -28,6 +28,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/vmpool.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
