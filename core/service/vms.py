@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlmodel import col, select, update
+from sqlmodel import Session, col, select, update
 
 from core import expr, lifecycle, template
 from core.errors import Conflict, Forbidden, InvalidRequest, InvalidState, NotFound
@@ -13,6 +13,7 @@ from core.models import SYSTEM_DATASTORE_ID, VM, Datastore, History, Host, Image
 from core.service import images as image_service
 from core.service.access import ALL, fetch, id_range, restrict
 from core.service.context import DISPATCHER, SCHEDULER, Caller, Cloud, vm_log
+from core.service.identity import names
 from core.service.transitions import (
     IMAGE_READY,
     IMAGE_USED,
@@ -55,11 +56,8 @@ def _number(tmpl: template.Template, name: str, kind: type, *, minimum: float) -
     return float(value)
 
 
-def _resolve_disks(session: object, caller: Caller, tmpl: template.Template) -> list[Image]:
+def _resolve_disks(session: Session, caller: Caller, tmpl: template.Template) -> list[Image]:
     """Fill each DISK from its image; returns the images used (for their counters)."""
-    from sqlmodel import Session
-
-    assert isinstance(session, Session)
     used: list[Image] = []
     disks = tmpl.vectors("DISK")
     targets = iter("abcdefghijklmnopqrstuvwxyz")
@@ -107,11 +105,8 @@ def create_vm(cloud: Cloud, caller: Caller, *, text: str, hold: bool = False,
     cpu = _number(tmpl, "CPU", float, minimum=0.01)
     requirements = tmpl.get("REQUIREMENTS") or ""
     rank = tmpl.get("RANK") or ""
-    try:
-        expr.parse_requirements(requirements)
-        expr.parse_rank(rank)
-    except InvalidRequest as exc:
-        raise InvalidRequest(str(exc)) from None
+    expr.parse_requirements(requirements)  # refuse a bad expression now, not at scheduling
+    expr.parse_rank(rank)
     if name:
         tmpl.set("NAME", name)
     with cloud.session() as s:
@@ -199,8 +194,6 @@ class VMInfo:
 
 
 def get_vm(cloud: Cloud, caller: Caller, *, vm_id: int) -> VMInfo:
-    from core.service.identity import names
-
     with cloud.session() as s:
         vm = fetch(s, VM, vm_id, caller, "VM")
         history = list(
@@ -213,8 +206,6 @@ def get_vm(cloud: Cloud, caller: Caller, *, vm_id: int) -> VMInfo:
 def list_vms(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1, end: int = -1,
              state: int = -1) -> list[VMInfo]:
     """OpenNebula's vmpool filter: state -2 any, -1 any but DONE, >=0 that state."""
-    from core.service.identity import names
-
     with cloud.session() as s:
         query = id_range(restrict(select(VM), VM, caller, flag), VM, start, end)
         if state == -1:
