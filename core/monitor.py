@@ -5,7 +5,8 @@ enabled or updated (the service resets its last monitoring time), or on `nubo ho
 Probe output is `NAME=VALUE` tokens; TOTAL*/FREE*/USED* feed the host share, every token
 lands in the host template. A probe
 that fails or times out puts the host in ERROR with the message (a DISABLED host stays
-DISABLED). VMs in RUNNING or UNKNOWN are polled; the STATE letter becomes an event.
+DISABLED). A host left MONITORING (a probe cut off by a stop) is probed again at once.
+VMs in RUNNING or UNKNOWN are polled; the STATE letter becomes an event.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ class Monitor:
             due = [
                 h.id for h in hosts
                 if h.id is not None and h.id not in self._inflight
-                and (force or h.state == HostState.INIT or h.last_mon_time <= horizon)
+                and (force or h.state in (HostState.INIT, HostState.MONITORING)
+                     or h.last_mon_time <= horizon)
             ]
         return due
 
@@ -136,9 +138,12 @@ class Monitor:
 
     def _host_doc(self, host_id: int) -> tuple[str, str, dict[str, str], bytes, str] | None:
         with self.cloud.session() as s:
-            host = s.get(Host, host_id)
+            host = s.get(Host, host_id, with_for_update=True)
             if host is None:
                 return None
+            if host.state in (HostState.INIT, HostState.MONITORED):
+                host.state = HostState.MONITORING  # 3.4: shown as `update` while probed
+                s.add(host)
             attrs = {k: v for k, v in template.parse(host.template) if isinstance(v, str)}
             doc = documents.to_string(documents.host_xml(host)).encode()
             return host.name, host.im_mad, attrs, doc, host.template
