@@ -100,6 +100,7 @@ class Dispatcher:
         if free <= 0:
             return []
         claimed: list[int] = []
+        vms: list[int] = []
         with self.cloud.session() as s:
             pending = s.exec(
                 select(Operation).where(Operation.status == "pending").order_by(col(Operation.id))
@@ -120,9 +121,10 @@ class Dispatcher:
                 s.add(op)
                 assert op.id is not None
                 claimed.append(op.id)
-                self._busy_vms.add(op.vm_id)
+                vms.append(op.vm_id)
                 if len(claimed) >= free:
                     break
+        self._busy_vms.update(vms)  # only once the claim is committed
         return claimed
 
     async def _execute(self, op_id: int) -> None:
@@ -133,10 +135,14 @@ class Dispatcher:
                 if job is None:
                     return
                 sink = LogSink(job.vm.id or 0)
-                ok, error, deploy_id = await self._run_step(job, sink)
+                try:
+                    ok, error, deploy_id = await self._run_step(job, sink)
+                except Exception as exc:  # a bug here must not leave the VM in PROLOG forever
+                    log.exception("operation %s crashed", op_id)
+                    ok, error, deploy_id = False, f"internal error: {exc}", None
                 await anyio.to_thread.run_sync(self._finish, job, sink, ok, error, deploy_id)
         except Exception as exc:
-            log.exception("operation %s crashed", op_id)
+            log.exception("operation %s could not be recorded", op_id)
             await anyio.to_thread.run_sync(self._crashed, op_id, f"internal error: {exc}")
         finally:
             if job is not None:

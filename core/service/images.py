@@ -155,11 +155,15 @@ def create_datastore(cloud: Cloud, caller: Caller, *, text: str) -> int:
         raise Forbidden("only members of group oneadmin may create datastores")
     tmpl = template.parse(text)
     name = _name(tmpl, "datastore")
+    tm_mad = tmpl.get("TM_MAD") or "dummy"
+    if "/" in tm_mad or tm_mad.startswith(".") or not (cloud.config.remotes / "tm" / tm_mad).is_dir():
+        raise InvalidRequest(f"no TM driver {tm_mad!r}: {cloud.config.remotes / 'tm' / tm_mad} "
+                             "does not exist")
     with cloud.session() as s:
         if s.exec(select(Datastore).where(Datastore.name == name)).first() is not None:
             raise Conflict(f"datastore {name} already exists")
-        ds = Datastore(name=name, ds_mad=tmpl.get("DS_MAD") or "fs",
-                       tm_mad=tmpl.get("TM_MAD") or "dummy", template=tmpl.dumps())
+        ds = Datastore(name=name, ds_mad=tmpl.get("DS_MAD") or "fs", tm_mad=tm_mad,
+                       template=tmpl.dumps())
         s.add(ds)
         s.flush()
         assert ds.id is not None

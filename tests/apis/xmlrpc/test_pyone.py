@@ -97,6 +97,8 @@ def test_datastores_and_images(one: pyone.OneServer, alice: pyone.OneServer) -> 
     assert one.datastore.info(ds_id).NAME == "fast"
     with pytest.raises(pyone.OneAuthorizationException):
         alice.datastore.allocate('NAME = "mine"', -1)
+    with pytest.raises(pyone.OneActionException, match="no TM driver"):
+        one.datastore.allocate('NAME = "odd"\nTM_MAD = "../../bin"\n', -1)
     one.datastore.delete(ds_id)
     with pytest.raises(pyone.OneNoExistsException):
         one.datastore.info(ds_id)
