@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+# (severity "I" | "E" | "D", message): a driver log line; the receiver adds the timestamp
 LogFn = Callable[[str, str], None]
 
 
