@@ -13,17 +13,9 @@ from pathlib import Path
 import pytest
 
 from tests.live import LiveNubo, free_port
+from tests.strict import missing
 
-STRICT = os.environ.get("NUBO_STRICT") == "1"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def missing(what: str) -> None:
-    """Skip a test whose real component is absent; under NUBO_STRICT=1 fail instead."""
-    message = f"{what} is not installed (scripts/system-deps installs it)"
-    if STRICT:
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 class Postgres:

@@ -26,6 +26,7 @@ import pytest
 from core.lifecycle import HostState
 from tests.lab import Lab, LabHost, LabUnavailable, create_hosts
 from tests.live import FAST_CONF, LiveNubo
+from tests.strict import missing
 
 pytestmark = pytest.mark.slow
 
@@ -87,9 +88,7 @@ def make_lab(workdir: Path) -> Lab:
         # own prefix: tests/drivers may hold a lab with the default one in this session
         return create_hosts(2, workdir, prefix=f"nubo-t{os.getpid()}-e2e")
     except LabUnavailable as exc:
-        if os.environ.get("NUBO_STRICT") == "1":
-            pytest.fail(f"lab unavailable and NUBO_STRICT=1: {exc}")
-        pytest.skip(f"lab unavailable: {exc}")
+        missing(f"the namespace lab ({exc})")
 
 
 def write_user_driver(remotes: Path) -> None:
