@@ -13,11 +13,12 @@ from core.cli.output import (
     Row,
     date,
     emit,
+    emit_id,
     emit_json,
+    emit_rows,
     human_kb,
     percent,
     section,
-    table,
     template_text,
 )
 
@@ -49,20 +50,12 @@ def create(client: Client, args: argparse.Namespace) -> int:
                               args.cluster))
     if attrs:
         client.call("one.host.update", host_id, template.Template(attrs).dumps(), 1)
-    if args.json:
-        emit_json({"id": host_id})
-    else:
-        emit(f"ID: {host_id}")
-    return 0
+    return emit_id(host_id, args.json)
 
 
 def list_hosts(client: Client, args: argparse.Namespace) -> int:
     hosts = views.pool(client.document("one.hostpool.info"), "HOST", views.host)
-    if args.json:
-        emit_json(hosts)
-    else:
-        emit(table(COLUMNS, hosts))
-    return 0
+    return emit_rows(COLUMNS, hosts, args.json)
 
 
 def show(client: Client, args: argparse.Namespace) -> int:

@@ -12,10 +12,11 @@ from core.cli.output import (
     Column,
     date,
     emit,
+    emit_id,
     emit_json,
+    emit_rows,
     human_mb,
     section,
-    table,
     template_text,
 )
 
@@ -57,20 +58,12 @@ def create(client: Client, args: argparse.Namespace) -> int:
     text = build_template(args)
     datastore = resolve(client, "datastore", args.datastore)
     image_id = int(client.call("one.image.allocate", text, datastore))
-    if args.json:
-        emit_json({"id": image_id})
-    else:
-        emit(f"ID: {image_id}")
-    return 0
+    return emit_id(image_id, args.json)
 
 
 def list_images(client: Client, args: argparse.Namespace) -> int:
     images = views.pool(client.document("one.imagepool.info", -2, -1, -1), "IMAGE", views.image)
-    if args.json:
-        emit_json(images)
-    else:
-        emit(table(COLUMNS, images))
-    return 0
+    return emit_rows(COLUMNS, images, args.json)
 
 
 def show(client: Client, args: argparse.Namespace) -> int:

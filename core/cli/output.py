@@ -122,3 +122,21 @@ def emit(text: str) -> None:
 
 def emit_json(value: object) -> None:
     print(json.dumps(value, indent=2, ensure_ascii=False), flush=True)
+
+
+def emit_id(object_id: int, as_json: bool) -> int:
+    """What every create command prints: `ID: n`, or {"id": n}."""
+    if as_json:
+        emit_json({"id": object_id})
+    else:
+        emit(f"ID: {object_id}")
+    return 0
+
+
+def emit_rows(columns: Sequence[Column], rows: Sequence[Row], as_json: bool) -> int:
+    """What every list command prints: a table, or the rows as JSON."""
+    if as_json:
+        emit_json(rows)
+    else:
+        emit(table(columns, rows))
+    return 0

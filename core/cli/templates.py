@@ -7,7 +7,7 @@ import argparse
 from core.cli import views
 from core.cli.client import Client, resolve
 from core.cli.commands import Subparsers, command, for_each, group, parse_template, read_source
-from core.cli.output import Column, date, emit, emit_json, section, table, template_text
+from core.cli.output import Column, date, emit, emit_id, emit_json, emit_rows, section, template_text
 from core.cli.vms import add_wait_options, check_wait, created
 
 COLUMNS = [
@@ -23,21 +23,13 @@ def create(client: Client, args: argparse.Namespace) -> int:
     source = "standard input" if args.file == "-" else args.file
     text = parse_template(read_source(args.file), source).dumps()
     template_id = int(client.call("one.template.allocate", text))
-    if args.json:
-        emit_json({"id": template_id})
-    else:
-        emit(f"ID: {template_id}")
-    return 0
+    return emit_id(template_id, args.json)
 
 
 def list_templates(client: Client, args: argparse.Namespace) -> int:
     pool = client.document("one.templatepool.info", -2, -1, -1)
     found = views.pool(pool, "VMTEMPLATE", views.vm_template)
-    if args.json:
-        emit_json(found)
-    else:
-        emit(table(COLUMNS, found))
-    return 0
+    return emit_rows(COLUMNS, found, args.json)
 
 
 def show(client: Client, args: argparse.Namespace) -> int:

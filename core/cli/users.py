@@ -9,7 +9,7 @@ import sys
 from core.cli import views
 from core.cli.client import Client, CliError, resolve
 from core.cli.commands import Subparsers, command, group
-from core.cli.output import Column, emit, emit_json, section, table, template_text
+from core.cli.output import Column, emit, emit_id, emit_json, emit_rows, section, template_text
 
 COLUMNS = [
     Column("ID", lambda u: str(u["id"]), right=True),
@@ -38,20 +38,12 @@ def _password(given: str) -> str:
 def create(client: Client, args: argparse.Namespace) -> int:
     user_id = int(client.call("one.user.allocate", args.name, _password(args.password),
                               args.driver))
-    if args.json:
-        emit_json({"id": user_id})
-    else:
-        emit(f"ID: {user_id}")
-    return 0
+    return emit_id(user_id, args.json)
 
 
 def list_users(client: Client, args: argparse.Namespace) -> int:
     users = views.pool(client.document("one.userpool.info"), "USER", views.user)
-    if args.json:
-        emit_json(users)
-    else:
-        emit(table(COLUMNS, users))
-    return 0
+    return emit_rows(COLUMNS, users, args.json)
 
 
 def show(client: Client, args: argparse.Namespace) -> int:

@@ -23,7 +23,9 @@ from core.cli.output import (
     date,
     duration,
     emit,
+    emit_id,
     emit_json,
+    emit_rows,
     human_kb,
     section,
     table,
@@ -101,11 +103,7 @@ def created(client: Client, vm_id: int, args: argparse.Namespace) -> int:
         if not args.json:
             emit(f"ID: {vm_id}")
         return follow.wait_running(client, vm_id, timeout=args.timeout, as_json=args.json)
-    if args.json:
-        emit_json({"id": vm_id})
-    else:
-        emit(f"ID: {vm_id}")
-    return 0
+    return emit_id(vm_id, args.json)
 
 
 def check_wait(args: argparse.Namespace) -> None:
@@ -144,11 +142,7 @@ def list_vms(client: Client, args: argparse.Namespace) -> int:
     if lcms is not None:
         names = {LcmState(lcm).name for lcm in lcms}
         found = [v for v in found if v["lcm_state"] in names]
-    if args.json:
-        emit_json(found)
-    else:
-        emit(table(COLUMNS, found))
-    return 0
+    return emit_rows(COLUMNS, found, args.json)
 
 
 def show(client: Client, args: argparse.Namespace) -> int:
