@@ -5,6 +5,7 @@
     ├── InvalidState        the action is not legal in the object's current state
     ├── InvalidRequest      malformed or contradictory input
     ├── Conflict            the name or resource is already taken
+    │   └── IdempotencyMismatch  a request token reused for a different request
     ├── CapacityExceeded    no room to honour the request
     ├── Unauthorized        the caller could not be authenticated
     ├── Forbidden           the caller is known but may not do this
@@ -39,6 +40,10 @@ class InvalidRequest(CloudError):
 
 class Conflict(CloudError):
     pass
+
+
+class IdempotencyMismatch(Conflict):
+    """A request token reused for a different request."""
 
 
 class CapacityExceeded(CloudError):

@@ -149,6 +149,7 @@ class VM(SQLModel, table=True):
     requirements: str = Field(default="", sa_column=text_column())
     rank: str = Field(default="", sa_column=text_column())
     deploy_id: str = ""
+    batch: int | None = None  # id of the first VM created by the same request
     host_id: int | None = Field(default=None, index=True)  # current placement
     stime: int = Field(default_factory=now)
     etime: int = 0
@@ -217,3 +218,45 @@ class LogEntry(SQLModel, table=True):
     time: float = Field(default_factory=time.time)
     severity: str = "I"  # I, E, D
     message: str = Field(default="", sa_column=text_column())
+
+
+class Tag(SQLModel, table=True):
+    """A user's key/value label on one of its objects (kind: vm, image, ...)."""
+
+    __table_args__ = (UniqueConstraint("kind", "object_id", "key"),
+                      Index("ix_tag_kind_object", "kind", "object_id"))
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str
+    object_id: int
+    uid: int = Field(index=True)
+    key: str
+    value: str = ""
+
+
+class KeyPair(SQLModel, table=True):
+    """An SSH public key a user registered; it reaches VMs through their CONTEXT."""
+
+    __tablename__ = "keypair"
+    __table_args__ = (UniqueConstraint("uid", "name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    uid: int = Field(index=True)
+    gid: int
+    name: str
+    fingerprint: str
+    public_key: str = Field(default="", sa_column=text_column())
+    created: int = Field(default_factory=now)
+
+
+class RequestToken(SQLModel, table=True):
+    """An idempotent creation: the same (user, token) returns the first result."""
+
+    __tablename__ = "request_token"
+    __table_args__ = (UniqueConstraint("uid", "token"),)
+    id: int | None = Field(default=None, primary_key=True)
+    uid: int
+    token: str
+    fingerprint: str  # what was asked; a retry asking something else is refused
+    kind: str  # vm, image, ...
+    first_id: int = -1
+    count: int = 0
+    created: int = Field(default_factory=now)

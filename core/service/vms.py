@@ -4,12 +4,29 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select, update
 
 from core import expr, lifecycle, template
-from core.errors import Conflict, Forbidden, InvalidRequest, InvalidState, NotFound
+from core.errors import (
+    Conflict,
+    Forbidden,
+    IdempotencyMismatch,
+    InvalidRequest,
+    InvalidState,
+    NotFound,
+)
 from core.lifecycle import Event, HistoryReason, VmState
-from core.models import SYSTEM_DATASTORE_ID, VM, Datastore, History, Host, Image, LogEntry
+from core.models import (
+    SYSTEM_DATASTORE_ID,
+    VM,
+    Datastore,
+    History,
+    Host,
+    Image,
+    LogEntry,
+    RequestToken,
+)
 from core.service import images as image_service
 from core.service.access import ALL, fetch, id_range, restrict
 from core.service.context import DISPATCHER, SCHEDULER, Caller, Cloud, vm_log
@@ -100,6 +117,16 @@ def _resolve_disks(session: Session, caller: Caller, tmpl: template.Template) ->
 
 def create_vm(cloud: Cloud, caller: Caller, *, text: str, hold: bool = False,
               name: str | None = None) -> int:
+    return create_vms(cloud, caller, text=text, hold=hold, name=name)[0]
+
+
+def create_vms(cloud: Cloud, caller: Caller, *, text: str, count: int = 1, hold: bool = False,
+               name: str | None = None, token: str = "", fingerprint: str = "") -> list[int]:
+    """`count` VMs from one template, created together (they share a batch id).
+
+    With a `token`, the call is idempotent for this user: a retry with the same token and
+    `fingerprint` returns the VMs the first call created, a different fingerprint is
+    refused (IdempotencyMismatch); concurrent retries create the VMs once."""
     tmpl = template.parse(text)
     memory = _number(tmpl, "MEMORY", int, minimum=1)
     cpu = _number(tmpl, "CPU", float, minimum=0.01)
@@ -107,30 +134,74 @@ def create_vm(cloud: Cloud, caller: Caller, *, text: str, hold: bool = False,
     rank = tmpl.get("RANK") or ""
     expr.parse_requirements(requirements)  # refuse a bad expression now, not at scheduling
     expr.parse_rank(rank)
+    if not 1 <= count <= 1000:
+        raise InvalidRequest(f"a request creates 1 to 1000 VMs, not {count}")
     if name:
         tmpl.set("NAME", name)
-    with cloud.session() as s:
-        used = _resolve_disks(s, caller, tmpl)
-        state = VmState.HOLD if hold else VmState.PENDING
-        vm = VM(
-            name=tmpl.get("NAME") or "", uid=caller.uid, gid=caller.gid, state=int(state),
-            cpu=cpu, memory=int(memory), requirements=requirements, rank=rank,
-        )
-        s.add(vm)
-        s.flush()
-        assert vm.id is not None
-        if not vm.name:
-            vm.name = f"one-{vm.id}"
-            tmpl.set("NAME", vm.name)
-        tmpl.set("VMID", str(vm.id))
-        vm.template = tmpl.dumps()
-        for image in used:
-            s.execute(update(Image).where(col(Image.id) == image.id).values(
-                running_vms=col(Image.running_vms) + 1, state=IMAGE_USED))
-        vm_log(s, vm.id, f"New VM {vm.name} created by {caller.name}, state {state.name}")
-        vm_id = vm.id
+    if token:
+        done = _earlier(cloud, caller, token, fingerprint)
+        if done is not None:
+            return done
+    try:
+        with cloud.session() as s:
+            if token:
+                request = RequestToken(uid=caller.uid, token=token, fingerprint=fingerprint,
+                                       kind="vm", count=count)
+                s.add(request)
+                s.flush()  # a concurrent twin fails here (unique uid+token)
+            ids = [_create_one(s, caller, tmpl, hold=hold, memory=int(memory), cpu=cpu,
+                               requirements=requirements, rank=rank) for _ in range(count)]
+            for vm_id in ids:
+                row = s.get(VM, vm_id)
+                assert row is not None
+                row.batch = ids[0]
+                s.add(row)
+            if token:
+                request.first_id = ids[0]
+                s.add(request)
+    except IntegrityError:
+        if token:
+            done = _earlier(cloud, caller, token, fingerprint)
+            if done is not None:
+                return done
+        raise
     cloud.wakeups.notify(SCHEDULER)
-    return vm_id
+    return ids
+
+
+def _earlier(cloud: Cloud, caller: Caller, token: str, fingerprint: str) -> list[int] | None:
+    with cloud.session() as s:
+        request = s.exec(select(RequestToken).where(
+            RequestToken.uid == caller.uid, RequestToken.token == token)).first()
+        if request is None:
+            return None
+        if request.fingerprint != fingerprint:
+            raise IdempotencyMismatch(
+                f"the token {token!r} was already used for a different request")
+        rows = s.exec(select(VM.id).where(VM.batch == request.first_id).order_by(col(VM.id)))
+        return [vm_id for vm_id in rows if vm_id is not None]
+
+
+def _create_one(s: Session, caller: Caller, base: template.Template, *, hold: bool,
+                memory: int, cpu: float, requirements: str, rank: str) -> int:
+    tmpl = template.Template(base)
+    used = _resolve_disks(s, caller, tmpl)
+    state = VmState.HOLD if hold else VmState.PENDING
+    vm = VM(name=tmpl.get("NAME") or "", uid=caller.uid, gid=caller.gid, state=int(state),
+            cpu=cpu, memory=memory, requirements=requirements, rank=rank)
+    s.add(vm)
+    s.flush()
+    assert vm.id is not None
+    if not vm.name:
+        vm.name = f"one-{vm.id}"
+        tmpl.set("NAME", vm.name)
+    tmpl.set("VMID", str(vm.id))
+    vm.template = tmpl.dumps()
+    for image in used:
+        s.execute(update(Image).where(col(Image.id) == image.id).values(
+            running_vms=col(Image.running_vms) + 1, state=IMAGE_USED))
+    vm_log(s, vm.id, f"New VM {vm.name} created by {caller.name}, state {state.name}")
+    return vm.id
 
 
 def instantiate(cloud: Cloud, caller: Caller, *, template_id: int, name: str = "",

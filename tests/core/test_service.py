@@ -187,3 +187,68 @@ def test_hosts_admin_only_and_validated(cloud: Cloud) -> None:
         hosts.delete_host(cloud, ADMIN, host_id=host_id)
     vms.act(cloud, ADMIN, vm_id=vm_id, action="finalize")
     hosts.delete_host(cloud, ADMIN, host_id=host_id)
+
+
+def test_request_tokens_make_creation_idempotent(cloud: Cloud) -> None:
+    from core.errors import IdempotencyMismatch
+
+    first = vms.create_vms(cloud, ADMIN, text=VM_TEXT, count=3, token="t-1", fingerprint="a")
+    assert len(first) == 3
+    assert vms.create_vms(cloud, ADMIN, text=VM_TEXT, count=3, token="t-1", fingerprint="a") \
+        == first
+    with pytest.raises(IdempotencyMismatch):
+        vms.create_vms(cloud, ADMIN, text=VM_TEXT, count=1, token="t-1", fingerprint="b")
+    alice = user(cloud, "alice")  # tokens are per user
+    assert vms.create_vms(cloud, alice, text=VM_TEXT, token="t-1", fingerprint="a") != first
+    assert len(vms.list_vms(cloud, ADMIN)) == 4
+
+
+def test_concurrent_retries_create_once(cloud: Cloud) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(
+            lambda _: tuple(vms.create_vms(cloud, ADMIN, text=VM_TEXT, count=2, token="same",
+                                           fingerprint="f")), range(8)))
+    assert len(set(results)) == 1
+    assert len(vms.list_vms(cloud, ADMIN)) == 2
+
+
+def test_tags_on_own_objects_only(cloud: Cloud) -> None:
+    from core.service import tags
+
+    alice, bob = user(cloud, "alice"), user(cloud, "bob")
+    vm_id = vms.create_vm(cloud, alice, text=VM_TEXT)
+    tags.set_tags(cloud, alice, kind="vm", ids=[vm_id], tags={"Name": "web", "env": "prod"})
+    tags.set_tags(cloud, alice, kind="vm", ids=[vm_id], tags={"env": "dev"})
+    assert {(t.key, t.value) for t in tags.list_tags(cloud, alice)} == {("Name", "web"),
+                                                                         ("env", "dev")}
+    with pytest.raises(Forbidden):
+        tags.set_tags(cloud, bob, kind="vm", ids=[vm_id], tags={"x": "y"})
+    assert tags.list_tags(cloud, bob) == []
+    tags.delete_tags(cloud, alice, kind="vm", ids=[vm_id], tags={"env": "prod"})  # no match
+    tags.delete_tags(cloud, alice, kind="vm", ids=[vm_id], tags={"Name": None})
+    assert [(t.key, t.value) for t in tags.list_tags(cloud, alice)] == [("env", "dev")]
+    with pytest.raises(InvalidRequest):
+        tags.set_tags(cloud, alice, kind="vm", ids=[vm_id], tags={"": "x"})
+
+
+def test_key_pairs(cloud: Cloud) -> None:
+    from core.service import keypairs
+
+    row, pem = keypairs.create(cloud, ADMIN, name="mine")
+    assert pem.startswith("-----BEGIN RSA PRIVATE KEY-----")
+    assert row.public_key.startswith("ssh-rsa ") and row.fingerprint.count(":") == 15
+    with pytest.raises(Conflict):
+        keypairs.create(cloud, ADMIN, name="mine")
+    imported = keypairs.import_key(cloud, ADMIN, name="other", public_key=row.public_key)
+    assert imported.fingerprint == row.fingerprint
+    with pytest.raises(InvalidRequest):
+        keypairs.import_key(cloud, ADMIN, name="bad", public_key="ssh-rsa not-base64!")
+    alice = user(cloud, "alice")
+    assert keypairs.list_keys(cloud, alice) == []
+    with pytest.raises(NotFound):
+        keypairs.find(cloud, alice, name="mine")
+    assert row.id is not None
+    keypairs.delete_key(cloud, ADMIN, key_id=row.id)
+    assert [k.name for k in keypairs.list_keys(cloud, ADMIN)] == ["other"]
