@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
-from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
+from apis.ec2.app import make_endpoint as make_ec2_endpoint
 from apis.xmlrpc.app import make_endpoint
 from core.daemon import Daemon
 from core.service.context import Cloud
@@ -25,11 +25,13 @@ def build(cloud: Cloud, daemon: Daemon | None) -> Starlette:
             if daemon is not None:
                 await daemon.stop()
 
-    async def root(_request: object) -> PlainTextResponse:
-        return PlainTextResponse("Nubo: XML-RPC at /RPC2\n")
-
+    ec2 = make_ec2_endpoint(cloud)
+    prefix = "/" + cloud.config.ec2_path.strip("/")
     routes = [
         Route("/RPC2", make_endpoint(cloud), methods=["POST", "GET"]),
-        Route("/", root),
+        Route("/", ec2, methods=["GET", "POST"]),
     ]
+    if prefix != "/":
+        routes += [Route(prefix, ec2, methods=["GET", "POST"]),
+                   Route(prefix + "/", ec2, methods=["GET", "POST"])]
     return Starlette(routes=routes, lifespan=lifespan)

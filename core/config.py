@@ -17,6 +17,31 @@ from core import template
 from core.errors import InvalidRequest
 
 
+@dataclass(frozen=True)
+class InstanceType:
+    """A named size (EC2 instance types, OCCI resource templates): CPU share, vCPUs, MB."""
+
+    name: str
+    cpu: float
+    vcpu: int
+    memory: int
+
+
+DEFAULT_INSTANCE_TYPES = tuple(InstanceType(*row) for row in (
+    ("t2.nano", 0.25, 1, 512),
+    ("t2.micro", 0.5, 1, 1024),
+    ("t2.small", 1, 1, 2048),
+    ("t2.medium", 2, 2, 4096),
+    ("m1.small", 1, 1, 1740),
+    ("m1.medium", 1, 1, 3840),
+    ("m1.large", 2, 2, 7680),
+    ("m5.large", 2, 2, 8192),
+    ("m5.xlarge", 4, 4, 16384),
+    ("c5.large", 2, 2, 4096),
+    ("r5.large", 2, 2, 16384),
+))
+
+
 @dataclass
 class Config:
     var: Path
@@ -43,6 +68,11 @@ class Config:
     localhost_im: str = "dummy"
     localhost_vmm: str = "dummy"
     localhost_tm: str = "dummy"
+    ec2_region: str = "us-east-1"  # answered when a request names none (SigV2)
+    ec2_path: str = "/ec2"  # the EC2 Query API answers here and at /
+    instance_types: tuple[InstanceType, ...] = DEFAULT_INSTANCE_TYPES
+    default_instance_type: str = "m1.small"
+    terminated_visible: float = 3600.0  # seconds a finished VM stays in EC2 listings
     extra: template.Template = field(default_factory=template.Template)
 
     @property
@@ -85,6 +115,8 @@ _KEYS: dict[str, tuple[str, type]] = {
     "LOCALHOST_IM": ("localhost_im", str),
     "LOCALHOST_VMM": ("localhost_vmm", str),
     "LOCALHOST_TM": ("localhost_tm", str),
+    "EC2_REGION": ("ec2_region", str),
+    "EC2_PATH": ("ec2_path", str),
 }
 
 
@@ -115,10 +147,31 @@ def apply_text(cfg: Config, text: str, *, source: str = "nubo.conf") -> None:
             if "POLICY" in value:
                 cfg.sched_policy = _convert("DEFAULT_SCHED/POLICY", value["POLICY"], int, source)
             cfg.sched_rank = value.get("RANK", cfg.sched_rank)
+        elif name == "INSTANCE_TYPE" and isinstance(value, dict):
+            _add_instance_type(cfg, value, source)
+        elif name == "DEFAULT_INSTANCE_TYPE" and isinstance(value, str):
+            cfg.default_instance_type = value
+        elif name == "TERMINATED_VISIBLE" and isinstance(value, str):
+            cfg.terminated_visible = _convert(name, value, float, source)
         elif name == "REGISTER_LOCALHOST" and isinstance(value, str):
             cfg.register_localhost = value.upper() in ("YES", "TRUE", "1")
         else:
             cfg.extra.add(name, value)
+
+
+def _add_instance_type(cfg: Config, spec: dict[str, str], source: str) -> None:
+    """INSTANCE_TYPE = [ NAME = "x1.big", CPU = 4, VCPU = 4, MEMORY = 16384 ]: adds or
+    replaces one entry of the table (the defaults stay unless replaced)."""
+    if not spec.get("NAME"):
+        raise InvalidRequest(f"{source}: INSTANCE_TYPE needs a NAME")
+    entry = InstanceType(
+        name=spec["NAME"],
+        cpu=_convert("INSTANCE_TYPE/CPU", spec.get("CPU", "1"), float, source),
+        vcpu=_convert("INSTANCE_TYPE/VCPU", spec.get("VCPU", "1"), int, source),
+        memory=_convert("INSTANCE_TYPE/MEMORY", spec.get("MEMORY", "1024"), int, source),
+    )
+    others = tuple(t for t in cfg.instance_types if t.name != entry.name)
+    cfg.instance_types = (*others, entry)
 
 
 def _convert(name: str, value: str, kind: type, source: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -275,8 +276,12 @@ def get_vm(cloud: Cloud, caller: Caller, *, vm_id: int) -> VMInfo:
 
 
 def list_vms(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1, end: int = -1,
-             state: int = -1) -> list[VMInfo]:
-    """OpenNebula's vmpool filter: state -2 any, -1 any but DONE, >=0 that state."""
+             state: int = -1, done_since: int | None = None,
+             ids: Sequence[int] | None = None) -> list[VMInfo]:
+    """OpenNebula's vmpool filter: state -2 any, -1 any but DONE, >=0 that state.
+
+    `done_since` (with state -2) keeps DONE VMs only if they ended at or after it; `ids`
+    restricts the listing to those VMs."""
     with cloud.session() as s:
         query = id_range(restrict(select(VM), VM, caller, flag), VM, start, end)
         if state == -1:
@@ -285,6 +290,10 @@ def list_vms(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1, 
             query = query.where(VM.state == state)
         elif state != -2:
             raise InvalidRequest(f"invalid state filter {state}")
+        if done_since is not None:
+            query = query.where((col(VM.state) != VmState.DONE) | (col(VM.etime) >= done_since))
+        if ids is not None:
+            query = query.where(col(VM.id).in_(list(ids)))
         vms = list(s.exec(query.order_by(col(VM.id))))
         histories: dict[int, list[History]] = {}
         if vms:

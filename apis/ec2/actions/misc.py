@@ -1,0 +1,189 @@
+"""Regions, zones, account attributes, the default VPC, tags and images."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from apis.ec2 import filters, ids, views
+from apis.ec2.actions import Context, action
+from apis.ec2.errors import Ec2Error, invalid_value
+from core.errors import Forbidden, NotFound
+from core.service import images, tags
+from core.service.access import MINE
+
+
+@action("DescribeRegions")
+def describe_regions(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    region = {"RegionName": ctx.region, "Endpoint": ctx.endpoint_host,
+              "OptInStatus": "opt-in-not-required"}
+    wanted = p.get("RegionNames", [])
+    matches = filters.compile_filters(p.get("Filters", []), {
+        "region-name": filters.field("RegionName"), "endpoint": filters.field("Endpoint")})
+    keep = (not wanted or ctx.region in wanted) and matches(region)
+    return {"Regions": [region] if keep else []}
+
+
+@action("DescribeAvailabilityZones")
+def describe_availability_zones(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    zone = {"ZoneName": ctx.region + views.ZONE_SUFFIX, "ZoneId": "nubo-az1",
+            "State": "available", "RegionName": ctx.region, "ZoneType": "availability-zone",
+            "OptInStatus": "opt-in-not-required", "Messages": [], "GroupName": ctx.region}
+    wanted = p.get("ZoneNames", [])
+    matches = filters.compile_filters(p.get("Filters", []), {
+        "zone-name": filters.field("ZoneName"), "region-name": filters.field("RegionName"),
+        "state": filters.field("State"), "zone-id": filters.field("ZoneId"),
+        "zone-type": filters.field("ZoneType")})
+    keep = (not wanted or zone["ZoneName"] in wanted) and matches(zone)
+    return {"AvailabilityZones": [zone] if keep else []}
+
+
+@action("DescribeAccountAttributes")
+def describe_account_attributes(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    values = {"supported-platforms": ["VPC"], "default-vpc": [views.VPC_ID],
+              "max-instances": ["1000"], "vpc-max-security-groups-per-interface": ["5"],
+              "max-elastic-ips": ["5"], "vpc-max-elastic-ips": ["5"]}
+    wanted = p.get("AttributeNames", []) or list(values)
+    return {"AccountAttributes": [
+        {"AttributeName": name, "AttributeValues": [{"AttributeValue": v} for v in values[name]]}
+        for name in wanted if name in values]}
+
+
+@action("DescribeVpcs")
+def describe_vpcs(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    vpc = {"VpcId": views.VPC_ID, "State": "available", "CidrBlock": "10.0.0.0/16",
+           "IsDefault": True, "OwnerId": ctx.owner, "InstanceTenancy": "default", "Tags": []}
+    matches = filters.compile_filters(p.get("Filters", []), {
+        "vpc-id": filters.field("VpcId"), "is-default": filters.field("IsDefault"),
+        "state": filters.field("State"), "cidr": filters.field("CidrBlock")})
+    keep = (not p.get("VpcIds") or views.VPC_ID in p["VpcIds"]) and matches(vpc)
+    return {"Vpcs": [vpc] if keep else []}
+
+
+@action("DescribeSubnets")
+def describe_subnets(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    subnet = {"SubnetId": views.SUBNET_ID, "VpcId": views.VPC_ID, "State": "available",
+              "CidrBlock": "10.0.0.0/16", "AvailabilityZone": ctx.region + views.ZONE_SUFFIX,
+              "AvailableIpAddressCount": 65000, "DefaultForAz": True,
+              "MapPublicIpOnLaunch": False, "OwnerId": ctx.owner, "Tags": []}
+    matches = filters.compile_filters(p.get("Filters", []), {
+        "subnet-id": filters.field("SubnetId"), "vpc-id": filters.field("VpcId"),
+        "availability-zone": filters.field("AvailabilityZone"),
+        "default-for-az": filters.field("DefaultForAz"), "state": filters.field("State")})
+    keep = (not p.get("SubnetIds") or views.SUBNET_ID in p["SubnetIds"]) and matches(subnet)
+    return {"Subnets": [subnet] if keep else []}
+
+
+# --- tags ---
+
+KINDS = {"i": ("vm", "instance"), "ami": ("image", "image"), "key": ("keypair", "keypair")}
+RESOURCE_TYPES = {"vm": "instance", "image": "image", "keypair": "key-pair"}
+
+
+def _resources(ctx: Context, public_ids: list[str]) -> dict[str, list[int]]:
+    by_kind: dict[str, list[int]] = {}
+    for text in public_ids:
+        prefix = text.split("-", 1)[0]
+        if prefix not in KINDS:
+            raise invalid_value("ResourceId", text, "tags go on instances, images and key pairs")
+        kind, public_kind = KINDS[prefix]
+        by_kind.setdefault(kind, []).append(ids.core(public_kind, text))
+    return by_kind
+
+
+@action("CreateTags")
+def create_tags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    pairs = {t["Key"]: t.get("Value", "") for t in p.get("Tags", [])}
+    targets = _resources(ctx, p.get("Resources", []))
+    ctx.commit_point()
+    for kind, object_ids in targets.items():
+        try:
+            tags.set_tags(ctx.cloud, ctx.caller, kind=kind, ids=object_ids, tags=pairs)
+        except (NotFound, Forbidden):
+            raise Ec2Error("InvalidID", "The ID(s) given do not exist or are not yours") \
+                from None
+    return {}
+
+
+@action("DeleteTags")
+def delete_tags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    pairs = {t["Key"]: t.get("Value") for t in p.get("Tags", [])}
+    targets = _resources(ctx, p.get("Resources", []))
+    ctx.commit_point()
+    for kind, object_ids in targets.items():
+        try:
+            tags.delete_tags(ctx.cloud, ctx.caller, kind=kind, ids=object_ids, tags=pairs)
+        except (NotFound, Forbidden):
+            raise Ec2Error("InvalidID", "The ID(s) given do not exist or are not yours") \
+                from None
+    return {}
+
+
+@action("DescribeTags")
+def describe_tags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    prefix = {"vm": "instance", "image": "image", "keypair": "keypair"}
+    items = [{"ResourceId": ids.public(prefix[t.kind], t.object_id),
+              "ResourceType": RESOURCE_TYPES[t.kind], "Key": t.key, "Value": t.value}
+             for t in tags.list_tags(ctx.cloud, ctx.caller) if t.uid == ctx.caller.uid]
+    matches = filters.compile_filters(p.get("Filters", []), {
+        "resource-id": filters.field("ResourceId"), "resource-type": filters.field("ResourceType"),
+        "key": filters.field("Key"), "value": filters.field("Value")})
+    return {"Tags": [i for i in items if matches(i)]}
+
+
+# --- images ---
+
+IMAGE_FILTERS = {
+    "image-id": filters.field("ImageId"), "name": filters.field("Name"),
+    "state": filters.field("State"), "owner-id": filters.field("OwnerId"),
+    "architecture": filters.field("Architecture"), "image-type": filters.field("ImageType"),
+    "is-public": filters.field("Public"), "description": filters.field("Description"),
+}
+
+
+@action("DescribeImages")
+def describe_images(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    rows = images.list_images(ctx.cloud, ctx.caller, flag=MINE)
+    with ctx.cloud.session() as s:
+        found = tags.tags_of(s, "image", [r.id for r in rows if r.id is not None])
+    items = [views.image(r, owner=ctx.owner, tags=found.get(r.id or 0, {})) for r in rows
+             if r.type == 0]
+    if p.get("ImageIds"):
+        have = {i["ImageId"] for i in items}
+        for text in p["ImageIds"]:
+            ids.core("image", text)
+            if text not in have:
+                raise ids.not_found("image", text)
+        items = [i for i in items if i["ImageId"] in p["ImageIds"]]
+    owners = set(p.get("Owners", []))
+    if owners and not owners & {"self", ctx.owner}:
+        items = []
+    matches = filters.compile_filters(p.get("Filters", []), IMAGE_FILTERS)
+    return {"Images": [i for i in items if matches(i)]}
+
+
+@action("DescribeInstanceStatus")
+def describe_instance_status(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    from apis.ec2.actions.instances import describe_instances
+
+    listing = describe_instances(ctx, {k: v for k, v in p.items()
+                                       if k in ("InstanceIds", "Filters")})
+    out = []
+    for reservation in listing["Reservations"]:
+        for inst in reservation["Instances"]:
+            running = inst["State"]["Name"] == "running"
+            if not running and not p.get("IncludeAllInstances"):
+                continue
+            status = "ok" if running else "not-applicable"
+            out.append({"InstanceId": inst["InstanceId"],
+                        "AvailabilityZone": inst["Placement"]["AvailabilityZone"],
+                        "InstanceState": inst["State"],
+                        "InstanceStatus": {"Status": status, "Details": [
+                            {"Name": "reachability", "Status": "passed" if running else
+                             "not-applicable"}]},
+                        "SystemStatus": {"Status": status, "Details": [
+                            {"Name": "reachability", "Status": "passed" if running else
+                             "not-applicable"}]},
+                        "Events": []})
+    return {"InstanceStatuses": out}
+
+

@@ -1,0 +1,122 @@
+"""The EC2 Query front door: one endpoint that dispatches on `Action`.
+
+GET query strings and POST form bodies, at `/` and at the configured prefix. Every
+request is authenticated (SigV4 or SigV2, apis.ec2.auth), parsed from botocore's model
+(apis.ec2.query), handed to one handler (apis.ec2.actions) and rendered from the model
+(apis.ec2.xml). Every answer is EC2 XML, errors included.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from typing import Any
+from urllib.parse import parse_qsl
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from apis.ec2 import auth, query, xml
+from apis.ec2.actions import Context, load
+from apis.ec2.errors import Ec2Error, auth_failure, from_domain
+from core.errors import CloudError, Unauthorized
+from core.service.context import Cloud
+from core.service.identity import caller_by_access_key
+
+log = logging.getLogger("nubo.ec2")
+MAX_BODY = 4 * 1024 * 1024
+_REGION = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/")
+_QUERY_REGION = re.compile(r"[^/]+/\d{8}/([^/]+)/")
+HANDLERS = load()
+
+
+def _xml(body: bytes, status: int = 200) -> Response:
+    return Response(body, status_code=status, media_type="text/xml")
+
+
+def _error(exc: Ec2Error, request_id: str) -> Response:
+    return _xml(xml.render_error(exc.code, exc.message, request_id=request_id), exc.status)
+
+
+def _region(req: auth.SignedRequest, default: str) -> str:
+    """The region the client signed for (any name is accepted), else the configured one."""
+    found = _REGION.search(req.headers.get("authorization", ""))
+    if found:
+        return found.group(1)
+    for name, value in req.params:
+        if name == "X-Amz-Credential":
+            match = _QUERY_REGION.match(value)
+            if match:
+                return match.group(1)
+    return default
+
+
+def handle(cloud: Cloud, req: auth.SignedRequest, request_id: str) -> tuple[int, bytes]:
+    """One EC2 request, synchronously (run in a worker thread); never raises."""
+    try:
+        params = dict(req.params)
+        name = params.get("Action", "")
+        version = params.get("Version") or query.API_VERSION
+        if not name:
+            raise Ec2Error("MissingAction", "The request must contain the parameter Action")
+        op = query.operation(name)
+        key = auth.access_key(req)
+        try:
+            caller, secret = caller_by_access_key(cloud, key)
+        except Unauthorized:
+            raise auth_failure() from None
+        auth.verify(req, secret)
+        handler = HANDLERS.get(name)
+        if handler is None:
+            raise Ec2Error("UnsupportedOperation",
+                           f"The action {name} is not supported by this cloud yet.")
+        parsed = query.parse(op, [(k, v) for k, v in req.params if k not in query.ENVELOPE])
+        ctx = Context(cloud=cloud, caller=caller, region=_region(req, cloud.config.ec2_region),
+                      request_id=request_id, endpoint_host=req.host.split(":")[0],
+                      dry_run=bool(parsed.pop("DryRun", False)))
+        if ctx.dry_run and name.startswith("Describe"):
+            ctx.commit_point()
+        try:
+            result = handler(ctx, parsed)
+        except CloudError as exc:
+            raise from_domain(exc) from None
+        return 200, xml.render(op, result, request_id=request_id, version=version)
+    except Ec2Error as exc:
+        return exc.status, xml.render_error(exc.code, exc.message, request_id=request_id)
+    except Exception:
+        log.exception("EC2 internal error (request %s)", request_id)
+        return 500, xml.render_error("InternalError", "An internal error has occurred "
+                                     f"(request {request_id})", request_id=request_id)
+
+
+def make_endpoint(cloud: Cloud) -> Any:
+    async def endpoint(request: Request) -> Response:
+        request_id = str(uuid.uuid4())
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return _error(Ec2Error("RequestEntityTooLarge", "The request is too large", 413),
+                          request_id)
+        raw_query = request.scope.get("query_string", b"").decode("latin-1")
+        pairs = parse_qsl(raw_query, keep_blank_values=True)
+        if request.method == "POST":
+            content_type = request.headers.get("content-type", "")
+            if body and "x-www-form-urlencoded" not in content_type and content_type:
+                return _error(Ec2Error("InvalidParameterValue",
+                                       f"unsupported Content-Type {content_type!r}"), request_id)
+            try:
+                pairs += parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+            except UnicodeDecodeError:
+                return _error(Ec2Error("InvalidParameterValue", "the body is not UTF-8"),
+                              request_id)
+        signed = auth.SignedRequest(
+            method=request.method, host=request.headers.get("host", ""),
+            path=request.scope.get("raw_path", b"/").decode("latin-1").split("?", 1)[0],
+            query=raw_query, headers={k.lower(): v for k, v in request.headers.items()},
+            body=body, params=pairs,
+        )
+        status, payload = await anyio.to_thread.run_sync(handle, cloud, signed, request_id)
+        return _xml(payload, status)
+
+    return endpoint

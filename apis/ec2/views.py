@@ -1,0 +1,139 @@
+"""Core objects as EC2 shape dicts, keyed by the botocore model's member names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from apis.ec2 import ids
+from apis.ec2.states import instance_state
+from core import template
+from core.config import InstanceType
+from core.models import Image, KeyPair
+from core.service.vms import VMInfo
+
+ZONE_SUFFIX = "a"
+VPC_ID = "vpc-00000001"
+SUBNET_ID = "subnet-00000001"
+
+
+def when(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+
+
+def instance(info: VMInfo, *, region: str, launch_index: int,
+             tags: Mapping[str, str]) -> dict[str, Any]:
+    vm = info.vm
+    assert vm.id is not None
+    tmpl = template.parse(vm.template)
+    code, name = instance_state(vm.state, vm.lcm_state)
+    disks = tmpl.vectors("DISK")
+    image_id = next((d["IMAGE_ID"] for d in disks if d.get("IMAGE_ID", "").isdigit()), None)
+    nic_ip = next((n.get("IP", "") for n in tmpl.vectors("NIC") if n.get("IP")), "")
+    host = info.history[-1].hostname if info.history else ""
+    item: dict[str, Any] = {
+        "InstanceId": ids.public("instance", vm.id),
+        "ImageId": ids.public("image", int(image_id)) if image_id else "",
+        "State": {"Code": code, "Name": name},
+        "PrivateDnsName": host if name == "running" else "",
+        "PublicDnsName": "",
+        "StateTransitionReason": vm.message if name in ("terminated", "stopped") else "",
+        "AmiLaunchIndex": launch_index,
+        "ProductCodes": [],
+        "InstanceType": tmpl.get("INSTANCE_TYPE") or "",
+        "LaunchTime": when(vm.stime),
+        "Placement": {"AvailabilityZone": tmpl.get("AVAILABILITY_ZONE") or region + ZONE_SUFFIX,
+                      "GroupName": "", "Tenancy": "default"},
+        "Monitoring": {"State": "disabled"},
+        "Architecture": "x86_64",
+        "RootDeviceType": "instance-store",
+        "BlockDeviceMappings": [],
+        "VirtualizationType": "hvm",
+        "Hypervisor": "xen",
+        "ClientToken": tmpl.get("CLIENT_TOKEN") or "",
+        "Tags": tag_list(tags),
+        "SecurityGroups": [],
+        "VpcId": VPC_ID,
+        "SubnetId": SUBNET_ID,
+    }
+    if tmpl.get("KEY_NAME"):
+        item["KeyName"] = tmpl.get("KEY_NAME")
+    if nic_ip:
+        item["PrivateIpAddress"] = nic_ip
+    if vm.message and name in ("terminated", "stopped", "shutting-down"):
+        item["StateReason"] = {"Code": "Server.InternalError" if vm.state == 7 else
+                               "Client.UserInitiatedShutdown", "Message": vm.message}
+    return item
+
+
+def reservations(infos: Sequence[VMInfo], *, owner: str, region: str,
+                 tags: Mapping[int, Mapping[str, str]]) -> list[dict[str, Any]]:
+    """VMs grouped by the request that created them (EC2's reservations), in id order."""
+    groups: dict[int, list[VMInfo]] = {}
+    for info in infos:
+        assert info.vm.id is not None
+        groups.setdefault(info.vm.batch or info.vm.id, []).append(info)
+    out = []
+    for batch, members in groups.items():
+        instances = [instance(m, region=region, launch_index=i, tags=tags.get(m.vm.id or 0, {}))
+                     for i, m in enumerate(members)]
+        out.append({"ReservationId": ids.public("reservation", batch), "OwnerId": owner,
+                    "Groups": [], "Instances": instances})
+    return out
+
+
+def image(row: Image, *, owner: str, tags: Mapping[str, str]) -> dict[str, Any]:
+    assert row.id is not None
+    state = {1: "available", 2: "available", 3: "deregistered", 4: "pending", 5: "failed"}
+    return {
+        "ImageId": ids.public("image", row.id),
+        "ImageLocation": row.path or row.source,
+        "State": state.get(row.state, "pending"),
+        "OwnerId": owner,
+        "CreationDate": when(row.regtime).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+        "Public": False,
+        "Architecture": "x86_64",
+        "ImageType": "machine",
+        "Name": row.name,
+        "Description": template.parse(row.template).get("DESCRIPTION") or "",
+        "RootDeviceType": "instance-store",
+        "RootDeviceName": "/dev/sda1",
+        "BlockDeviceMappings": [],
+        "VirtualizationType": "hvm",
+        "Hypervisor": "xen",
+        "Tags": tag_list(tags),
+    }
+
+
+def key_pair(row: KeyPair, tags: Mapping[str, str]) -> dict[str, Any]:
+    assert row.id is not None
+    return {"KeyPairId": ids.public("keypair", row.id), "KeyName": row.name,
+            "KeyFingerprint": row.fingerprint, "KeyType": row.public_key.split()[0].replace(
+                "ssh-", "").split("-")[0], "Tags": tag_list(tags),
+            "PublicKey": row.public_key, "CreateTime": when(row.created)}
+
+
+def instance_type(t: InstanceType) -> dict[str, Any]:
+    return {
+        "InstanceType": t.name,
+        "CurrentGeneration": True,
+        "SupportedUsageClasses": ["on-demand"],
+        "SupportedRootDeviceTypes": ["instance-store"],
+        "SupportedVirtualizationTypes": ["hvm"],
+        "BareMetal": False,
+        "Hypervisor": "xen",
+        "ProcessorInfo": {"SupportedArchitectures": ["x86_64"]},
+        "VCpuInfo": {"DefaultVCpus": t.vcpu, "DefaultCores": t.vcpu,
+                     "DefaultThreadsPerCore": 1},
+        "MemoryInfo": {"SizeInMiB": t.memory},
+        "InstanceStorageSupported": False,
+    }
+
+
+def names(values: Iterable[str]) -> list[str]:
+    return sorted(set(values))
