@@ -70,6 +70,8 @@ class Config:
     localhost_tm: str = "dummy"
     ec2_region: str = "us-east-1"  # answered when a request names none (SigV2)
     ec2_path: str = "/ec2"  # the EC2 Query API answers here and at /
+    ec2_rate: float = 1000.0  # requests per second per access key (0: no limit)
+    ec2_burst: float = 2000.0
     instance_types: tuple[InstanceType, ...] = DEFAULT_INSTANCE_TYPES
     default_instance_type: str = "m1.small"
     terminated_visible: float = 3600.0  # seconds a finished VM stays in EC2 listings
@@ -117,6 +119,8 @@ _KEYS: dict[str, tuple[str, type]] = {
     "LOCALHOST_TM": ("localhost_tm", str),
     "EC2_REGION": ("ec2_region", str),
     "EC2_PATH": ("ec2_path", str),
+    "EC2_RATE": ("ec2_rate", float),
+    "EC2_BURST": ("ec2_burst", float),
 }
 
 

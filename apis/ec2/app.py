@@ -21,6 +21,7 @@ from starlette.responses import Response
 from apis.ec2 import auth, query, xml
 from apis.ec2.actions import Context, load
 from apis.ec2.errors import Ec2Error, auth_failure, from_domain
+from apis.ec2.throttle import Throttle
 from core.errors import CloudError, Unauthorized
 from core.service.context import Cloud
 from core.service.identity import caller_by_access_key
@@ -53,7 +54,8 @@ def _region(req: auth.SignedRequest, default: str) -> str:
     return default
 
 
-def handle(cloud: Cloud, req: auth.SignedRequest, request_id: str) -> tuple[int, bytes]:
+def handle(cloud: Cloud, req: auth.SignedRequest, request_id: str,
+           throttle: Throttle) -> tuple[int, bytes]:
     """One EC2 request, synchronously (run in a worker thread); never raises."""
     try:
         params = dict(req.params)
@@ -68,6 +70,7 @@ def handle(cloud: Cloud, req: auth.SignedRequest, request_id: str) -> tuple[int,
         except Unauthorized:
             raise auth_failure() from None
         auth.verify(req, secret)
+        throttle.take(key)
         handler = HANDLERS.get(name)
         if handler is None:
             raise Ec2Error("UnsupportedOperation",
@@ -92,6 +95,8 @@ def handle(cloud: Cloud, req: auth.SignedRequest, request_id: str) -> tuple[int,
 
 
 def make_endpoint(cloud: Cloud) -> Any:
+    throttle = Throttle(cloud.config.ec2_rate, cloud.config.ec2_burst)
+
     async def endpoint(request: Request) -> Response:
         request_id = str(uuid.uuid4())
         body = await request.body()
@@ -116,7 +121,8 @@ def make_endpoint(cloud: Cloud) -> Any:
             query=raw_query, headers={k.lower(): v for k, v in request.headers.items()},
             body=body, params=pairs,
         )
-        status, payload = await anyio.to_thread.run_sync(handle, cloud, signed, request_id)
+        status, payload = await anyio.to_thread.run_sync(handle, cloud, signed, request_id,
+                                                         throttle)
         return _xml(payload, status)
 
     return endpoint

@@ -35,6 +35,7 @@ V2_DIGESTS = {"HmacSHA256": hashlib.sha256, "HmacSHA1": hashlib.sha1}
 
 _AMZ_DATE = re.compile(r"\d{8}T\d{6}Z")
 _SCOPE_DATE = re.compile(r"\d{8}")
+_PRESIGNED = frozenset({"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature"})
 _ANY_URL = "http://nubo.invalid"  # v4 takes the host from the signed headers, never the URL
 _MISMATCH = ("The request signature we calculated does not match the signature you provided. "
              "Check your secret access key and signing method")
@@ -96,7 +97,7 @@ def _claim(req: SignedRequest) -> _V4 | _V2:
     if authorization is not None:
         return _v4_from_header(req, authorization)
     query = parse_qsl(req.query, keep_blank_values=True) if req.query else []
-    if any(name.startswith("X-Amz-") for name, _ in query):
+    if any(name in _PRESIGNED for name, _ in query):
         return _v4_from_query(query)
     if any(name in ("AWSAccessKeyId", "Signature") for name, _ in req.params):
         return _v2_claim(req.params)
@@ -230,8 +231,9 @@ def _verify_v4(req: SignedRequest, claim: _V4, secret: str, now: datetime) -> No
         expected: str = signer.signature(signer.string_to_sign(request, canonical), request)
         if _same(expected, claim.signature):
             return
-    raise auth_failure(f"{_MISMATCH} (SigV4 over {req.method} {req.path!r}, host "
-                       f"{headers['host']!r}, signed headers {';'.join(claim.signed_headers)})")
+    raise auth_failure(f"{_MISMATCH} (SigV4 over {req.method} {req.path[:200]!r}, host "
+                       f"{headers['host'][:100]!r}, signed headers "
+                       f"{';'.join(claim.signed_headers)[:300]})")
 
 
 def _amz_date(value: str) -> datetime:
@@ -251,6 +253,8 @@ def _from_http_date(value: str | None) -> str | None:
         parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         raise auth_failure(f"Date header {value[:40]!r} is not an HTTP date") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
@@ -286,7 +290,7 @@ def _verify_v2(req: SignedRequest, params: dict[str, str], secret: str, now: dat
                        "Parameters Timestamp and Expires cannot be used together")
     if expires is not None:
         if now > _iso_time("Expires", expires):
-            raise Ec2Error("RequestExpired", f"Request has expired: Expires {expires} is past")
+            raise Ec2Error("RequestExpired", f"Request has expired: Expires {expires[:40]} is past")
     elif timestamp is not None:
         _within_skew(_iso_time("Timestamp", timestamp), now, "Timestamp")
     else:
@@ -301,8 +305,8 @@ def _verify_v2(req: SignedRequest, params: dict[str, str], secret: str, now: dat
         expected = v2_signature(v2_string_to_sign(req.method, host, req.path, params), secret, method)
         if _same(expected, params["Signature"]):
             return
-    raise auth_failure(f"{_MISMATCH} (SigV2 {method} over {req.method} {req.path!r}, host "
-                       f"{' or '.join(repr(h) for h in hosts)})")
+    raise auth_failure(f"{_MISMATCH} (SigV2 {method} over {req.method} {req.path[:200]!r}, host "
+                       f"{' or '.join(repr(h[:100]) for h in hosts)})")
 
 
 def _iso_time(name: str, value: str) -> datetime:
@@ -318,9 +322,9 @@ def _iso_time(name: str, value: str) -> datetime:
 
 def _within_skew(signed_at: datetime, now: datetime, name: str) -> None:
     if abs(now - signed_at) > SKEW:
-        raise Ec2Error("RequestExpired",
-                       f"Request has expired: {name} {signed_at:%Y-%m-%dT%H:%M:%SZ} is more than "
-                       f"15 minutes from the server time {now.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}")
+        stamp, server = (t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for t in (signed_at, now))
+        raise Ec2Error("RequestExpired", f"Request has expired: {name} {stamp} is more than "
+                       f"15 minutes from the server time {server}")
 
 
 def _before_expiry(signed_at: datetime, now: datetime, seconds: int) -> None:

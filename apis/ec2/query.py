@@ -104,8 +104,8 @@ def _timestamp(value: str, key: str) -> datetime:
 
 
 def _blob(value: str, key: str) -> bytes:
-    try:
-        return base64.b64decode(value, validate=True)
+    try:  # whitespace is tolerated: some older tools wrap base64 at 76 columns
+        return base64.b64decode("".join(value.split()), validate=True)
     except (binascii.Error, ValueError):
         raise invalid_value(key, value, "expected base64") from None
 

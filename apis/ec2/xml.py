@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import math
 import re
+import threading
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -110,7 +111,10 @@ def _timestamp(value: Any) -> str:
             raise ShapeMismatch("expected an aware datetime, got a naive one")
         moment = value.astimezone(UTC)
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        moment = datetime.fromtimestamp(value, UTC)
+        try:
+            moment = datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ShapeMismatch(f"epoch seconds out of range: {value}") from None
     else:
         raise ShapeMismatch(f"expected a datetime, got {type(value).__name__}")
     return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
@@ -287,12 +291,21 @@ class _Response:
 
 
 _RESPONSES: dict[str, _Response] = {}
+# Structures enter _STRUCTS before their members compile; a response is published only once
+# everything under it is complete, so compiling holds the lock and rendering never does.
+_COMPILING = threading.Lock()
+
+
+def _response(op: OperationModel) -> _Response:
+    with _COMPILING:
+        response = _RESPONSES.get(op.name)
+        if response is None:
+            response = _RESPONSES[op.name] = _Response(op)
+        return response
 
 
 def render(op: OperationModel, result: Mapping[str, Any], *, request_id: str, version: str) -> bytes:
-    response = _RESPONSES.get(op.name)
-    if response is None:
-        response = _RESPONSES[op.name] = _Response(op)
+    response = _RESPONSES.get(op.name) or _response(op)
     out = [DECLARATION, "<", response.name, ' xmlns="', NAMESPACE.format(version=_attribute(version)),
            '"><requestId>', escape(request_id), "</requestId>"]
     if response.plan is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
@@ -328,3 +328,44 @@ def find_vm(cloud: Cloud, caller: Caller, *, ref: str) -> int:
         if vm is None or vm.id is None:
             raise NotFound("VM", ref)
         return int(vm.id)
+
+
+RESIZABLE = (VmState.PENDING, VmState.HOLD, VmState.STOPPED)
+
+
+def resize(cloud: Cloud, caller: Caller, *, vm_id: int, cpu: float, memory: int,
+           attributes: Mapping[str, str] | None = None) -> None:
+    """New CPU and memory (and template attributes such as a size name) for a VM that
+    holds no host capacity: PENDING, HOLD or STOPPED."""
+    if cpu <= 0 or memory <= 0:
+        raise InvalidRequest("CPU and MEMORY must be greater than 0")
+    with cloud.session() as s:
+        vm = fetch(s, VM, vm_id, caller, "VM", lock=True)
+        if vm.state not in RESIZABLE:
+            raise InvalidState(lifecycle.state_name(vm.state, vm.lcm_state), "resize")
+        tmpl = template.parse(vm.template)
+        tmpl.set("CPU", f"{cpu:g}")
+        tmpl.set("MEMORY", str(memory))
+        for name, value in (attributes or {}).items():
+            tmpl.set(name, value)
+        vm.cpu, vm.memory, vm.template = cpu, memory, tmpl.dumps()
+        s.add(vm)
+        vm_log(s, vm_id, f"Resized by {caller.name} to CPU={cpu:g} MEMORY={memory}")
+
+
+CONSOLE_LIMIT = 64 * 1024
+
+
+def console(cloud: Cloud, caller: Caller, *, vm_id: int) -> str:
+    """The last 64 KB of the VM's serial console, as its hypervisor driver saved it in
+    `<var>/vms/<id>/console.log` on the front-end ("" when there is none yet)."""
+    with cloud.session() as s:
+        fetch(s, VM, vm_id, caller, "VM")
+    path = cloud.config.var / "vms" / str(vm_id) / "console.log"
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(0, handle.tell() - CONSOLE_LIMIT))
+            return handle.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""

@@ -294,3 +294,67 @@ def describe_instance_types(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         "memory-info.size-in-mib": filters.field("MemoryInfo", "SizeInMiB"),
     })
     return {"InstanceTypes": [i for i in items if matches(i)]}
+
+
+def _one(ctx: Context, public_id: str) -> VMInfo:
+    return _lookup(ctx, [public_id])[0]
+
+
+@action("DescribeInstanceAttribute")
+def describe_instance_attribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    info = _one(ctx, p["InstanceId"])
+    tmpl = template.parse(info.vm.template)
+    context = tmpl.vector("CONTEXT") or {}
+    values: dict[str, tuple[str, Any]] = {
+        "instanceType": ("InstanceType", {"Value": tmpl.get("INSTANCE_TYPE") or ""}),
+        "userData": ("UserData", {"Value": context.get("USER_DATA", "")}),
+        "disableApiTermination": ("DisableApiTermination", {"Value": False}),
+        "disableApiStop": ("DisableApiStop", {"Value": False}),
+        "instanceInitiatedShutdownBehavior": ("InstanceInitiatedShutdownBehavior",
+                                              {"Value": "stop"}),
+        "rootDeviceName": ("RootDeviceName", {"Value": "/dev/sda1"}),
+        "blockDeviceMapping": ("BlockDeviceMappings", []),
+        "productCodes": ("ProductCodes", []),
+        "groupSet": ("Groups", []),
+        "sourceDestCheck": ("SourceDestCheck", {"Value": True}),
+        "ebsOptimized": ("EbsOptimized", {"Value": False}),
+        "kernel": ("KernelId", {"Value": ""}),
+        "ramdisk": ("RamdiskId", {"Value": ""}),
+    }
+    name = p["Attribute"]
+    if name not in values:
+        raise invalid_value("Attribute", name, f"supported: {', '.join(sorted(values))}")
+    member, value = values[name]
+    return {"InstanceId": p["InstanceId"], member: value}
+
+
+@action("ModifyInstanceAttribute")
+def modify_instance_attribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """Only the instance type can change (while the instance is stopped)."""
+    info = _one(ctx, p["InstanceId"])
+    new_type = (p.get("InstanceType") or {}).get("Value")
+    if p.get("Attribute") == "instanceType":
+        new_type = p.get("Value")
+    other = set(p) - {"InstanceId", "InstanceType", "Attribute", "Value"}
+    if other or (p.get("Attribute") not in (None, "instanceType")):
+        raise Ec2Error("UnsupportedOperation",
+                       "Only the instanceType attribute can be modified on this cloud")
+    if not new_type:
+        raise Ec2Error("MissingParameter", "The request must contain InstanceType.Value")
+    size = _instance_type(ctx, new_type)
+    if info.vm.state not in (VmState.STOPPED, VmState.HOLD, VmState.PENDING):
+        raise _refuse(info, "modified (stop it first)")
+    ctx.commit_point()
+    vms.resize(ctx.cloud, ctx.caller, vm_id=info.vm.id or 0, cpu=size.cpu, memory=size.memory,
+               attributes={"INSTANCE_TYPE": size.name, "VCPU": str(size.vcpu)})
+    return {}
+
+
+@action("GetConsoleOutput")
+def get_console_output(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """The guest's serial console as the hypervisor driver captured it (empty until the
+    driver writes one: the dummy driver has no console)."""
+    info = _one(ctx, p["InstanceId"])
+    text = vms.console(ctx.cloud, ctx.caller, vm_id=info.vm.id or 0)
+    return {"InstanceId": p["InstanceId"], "Timestamp": views.when(time.time()),
+            "Output": base64.b64encode(text.encode()).decode() if text else ""}

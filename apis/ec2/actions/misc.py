@@ -8,8 +8,7 @@ from apis.ec2 import filters, ids, views
 from apis.ec2.actions import Context, action
 from apis.ec2.errors import Ec2Error, invalid_value
 from core.errors import Forbidden, NotFound
-from core.service import images, tags
-from core.service.access import MINE
+from core.service import tags
 
 
 @action("DescribeRegions")
@@ -128,37 +127,6 @@ def describe_tags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         "resource-id": filters.field("ResourceId"), "resource-type": filters.field("ResourceType"),
         "key": filters.field("Key"), "value": filters.field("Value")})
     return {"Tags": [i for i in items if matches(i)]}
-
-
-# --- images ---
-
-IMAGE_FILTERS = {
-    "image-id": filters.field("ImageId"), "name": filters.field("Name"),
-    "state": filters.field("State"), "owner-id": filters.field("OwnerId"),
-    "architecture": filters.field("Architecture"), "image-type": filters.field("ImageType"),
-    "is-public": filters.field("Public"), "description": filters.field("Description"),
-}
-
-
-@action("DescribeImages")
-def describe_images(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    rows = images.list_images(ctx.cloud, ctx.caller, flag=MINE)
-    with ctx.cloud.session() as s:
-        found = tags.tags_of(s, "image", [r.id for r in rows if r.id is not None])
-    items = [views.image(r, owner=ctx.owner, tags=found.get(r.id or 0, {})) for r in rows
-             if r.type == 0]
-    if p.get("ImageIds"):
-        have = {i["ImageId"] for i in items}
-        for text in p["ImageIds"]:
-            ids.core("image", text)
-            if text not in have:
-                raise ids.not_found("image", text)
-        items = [i for i in items if i["ImageId"] in p["ImageIds"]]
-    owners = set(p.get("Owners", []))
-    if owners and not owners & {"self", ctx.owner}:
-        items = []
-    matches = filters.compile_filters(p.get("Filters", []), IMAGE_FILTERS)
-    return {"Images": [i for i in items if matches(i)]}
 
 
 @action("DescribeInstanceStatus")

@@ -186,3 +186,68 @@ def test_pagination_and_sigv2(nubo: LiveNubo, ec2: BaseClient, ami: str) -> None
             break
         time.sleep(0.2)
     assert states == {"terminated"}
+
+
+def test_images_register_describe_deregister(ec2: BaseClient, bob: BaseClient) -> None:
+    image_id = ec2.register_image(Name="alpine", ImageLocation="/var/tmp/alpine.img",
+                                  Description="tiny")["ImageId"]
+    found = ec2.describe_images(ImageIds=[image_id])["Images"]
+    assert (found[0]["Name"], found[0]["State"], found[0]["Description"]) == \
+        ("alpine", "available", "tiny")
+    assert image_id in [i["ImageId"] for i in ec2.describe_images(Owners=["self"])["Images"]]
+    assert image_id not in [i["ImageId"] for i in bob.describe_images()["Images"]]
+    attr = ec2.describe_image_attribute(ImageId=image_id, Attribute="description")
+    assert attr["Description"]["Value"] == "tiny"
+    ec2.get_waiter("image_available").wait(ImageIds=[image_id],
+                                           WaiterConfig={"Delay": 1, "MaxAttempts": 5})
+    ec2.deregister_image(ImageId=image_id)
+    with pytest.raises(ClientError) as err:
+        ec2.describe_images(ImageIds=[image_id])
+    assert code(err) == "InvalidAMIID.NotFound"
+
+
+def test_instance_attributes_and_console(ec2: BaseClient, ami: str) -> None:
+    run = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, InstanceType="t2.micro",
+                            UserData="#!/bin/sh\necho hi\n")
+    vm = run["Instances"][0]["InstanceId"]
+    attr = ec2.describe_instance_attribute(InstanceId=vm, Attribute="instanceType")
+    assert attr["InstanceType"]["Value"] == "t2.micro"
+    user_data = ec2.describe_instance_attribute(InstanceId=vm, Attribute="userData")
+    assert user_data["UserData"]["Value"]  # base64 of the script, as EC2 returns it
+    ec2.get_waiter("instance_running").wait(InstanceIds=[vm],
+                                            WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    with pytest.raises(ClientError) as err:
+        ec2.modify_instance_attribute(InstanceId=vm, InstanceType={"Value": "t2.medium"})
+    assert code(err) == "IncorrectInstanceState"
+    ec2.stop_instances(InstanceIds=[vm])
+    ec2.get_waiter("instance_stopped").wait(InstanceIds=[vm],
+                                            WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    ec2.modify_instance_attribute(InstanceId=vm, InstanceType={"Value": "t2.medium"})
+    inst = ec2.describe_instances(InstanceIds=[vm])["Reservations"][0]["Instances"][0]
+    assert inst["InstanceType"] == "t2.medium"
+    console = ec2.get_console_output(InstanceId=vm)
+    assert console["InstanceId"] == vm  # the dummy driver writes no console: empty output
+    types = {t["InstanceType"]: t for t in ec2.describe_instance_types()["InstanceTypes"]}
+    assert types["t2.medium"]["VCpuInfo"]["DefaultVCpus"] == 2
+    ec2.terminate_instances(InstanceIds=[vm])
+
+
+def test_throttling(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from tests.live import FAST_CONF
+
+    live = LiveNubo(tmp_path_factory.mktemp("throttled"),
+                    conf=FAST_CONF + "EC2_RATE = 1\nEC2_BURST = 3\n")
+    try:
+        live.start()
+        ec2 = client(live, keys(live, 0))
+        codes = []
+        for _ in range(6):
+            try:
+                ec2.describe_regions()
+                codes.append("ok")
+            except ClientError as exc:
+                codes.append(exc.response["Error"]["Code"])
+                assert exc.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+        assert codes[:3] == ["ok"] * 3 and "RequestLimitExceeded" in codes[3:]
+    finally:
+        live.stop()
