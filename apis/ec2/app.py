@@ -96,6 +96,7 @@ def handle(cloud: Cloud, req: auth.SignedRequest, request_id: str,
 
 def make_endpoint(cloud: Cloud) -> Any:
     throttle = Throttle(cloud.config.ec2_rate, cloud.config.ec2_burst)
+    query.service_model()  # load the EC2 model now, not on the first request
 
     async def endpoint(request: Request) -> Response:
         request_id = str(uuid.uuid4())

@@ -155,14 +155,20 @@ def test_scalar_types() -> None:
     assert parse("DescribeInstances", ("MaxResults", "-7"))["MaxResults"] == -7
     assert parse("ImportKeyPair", ("KeyName", "k"), ("PublicKeyMaterial", "c3NoLXJzYSBB")) == {
         "KeyName": "k", "PublicKeyMaterial": b"ssh-rsa A"}
+    assert parse("ImportKeyPair", ("KeyName", "k"), ("PublicKeyMaterial", "c3No\nLXJz\r\nYSBB\n"))[
+        "PublicKeyMaterial"] == b"ssh-rsa A"  # wrapped base64 from older tools
     assert parse("CopyImage", ("Name", "n"), ("SourceImageId", "ami-1"), ("SourceRegion", "r"),
                  ("SnapshotCopyCompletionDurationMinutes", "9007199254740993"))[
         "SnapshotCopyCompletionDurationMinutes"] == 9007199254740993
-    key = "LaunchTemplateData.InstanceRequirements.MemoryGiBPerVCpu.Min"
+    requirements = "LaunchTemplateData.InstanceRequirements."
+    required = (("LaunchTemplateName", "t"), (requirements + "VCpuCount.Min", "1"),
+                (requirements + "MemoryMiB.Min", "512"))
+    key = requirements + "MemoryGiBPerVCpu.Min"
     for text, number in [("0.5", 0.5), ("2", 2.0), ("1e3", 1000.0), ("-Infinity", float("-inf"))]:
-        data = parse("CreateLaunchTemplate", ("LaunchTemplateName", "t"), (key, text))
-        assert data["LaunchTemplateData"]["InstanceRequirements"]["MemoryGiBPerVCpu"]["Min"] == number
-    caught = error("CreateLaunchTemplate", ("LaunchTemplateName", "t"), (key, "half"))
+        data = parse("CreateLaunchTemplate", *required, (key, text))
+        assert data["LaunchTemplateData"]["InstanceRequirements"] == {
+            "VCpuCount": {"Min": 1}, "MemoryMiB": {"Min": 512}, "MemoryGiBPerVCpu": {"Min": number}}
+    caught = error("CreateLaunchTemplate", *required, (key, "half"))
     assert caught.code == "InvalidParameterValue"
 
 
@@ -293,8 +299,10 @@ def test_parsing_is_fast() -> None:
              ("Filter.2.Value.1", "web"), ("Filter.3.Name", "instance-type"),
              ("Filter.3.Value.1", "t2.micro"), ("MaxResults", "50"), ("DryRun", "false")]
     query.parse(op, pairs)
-    rounds = 2000
-    start = time.perf_counter()
-    for _ in range(rounds):
-        query.parse(op, pairs)
-    assert (time.perf_counter() - start) / rounds < 100e-6
+    best = float("inf")
+    for _ in range(30):  # the best of many short batches: robust to a busy machine
+        start = time.perf_counter()
+        for _ in range(100):
+            query.parse(op, pairs)
+        best = min(best, (time.perf_counter() - start) / 100)
+    assert best < 100e-6
