@@ -51,7 +51,9 @@ class SignedRequest:
     query: str  # raw query string (no '?')
     headers: Mapping[str, str]  # lower-case names
     body: bytes  # raw body bytes, before any form parsing
-    params: Sequence[tuple[str, str]]  # decoded pairs: query string (GET) or form body (POST)
+    # every decoded pair the app will act on: the query string, plus the form body for POST
+    # (SigV2 signs exactly these, so nothing unsigned can slip in beside them)
+    params: Sequence[tuple[str, str]]
 
 
 @dataclass(frozen=True)

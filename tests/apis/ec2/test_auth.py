@@ -283,6 +283,15 @@ def test_botocore_signed_content_sha256(capture: CaptureServer) -> None:
     assert "x-amz-content-sha256" in capture.last().headers["authorization"]
 
 
+def test_botocore_signed_date_header_instead_of_x_amz_date(capture: CaptureServer) -> None:
+    request = ec2_request(capture)
+    request.headers["Date"] = "set by the signer"
+    SigV4Auth(creds(), "ec2", "us-east-1").add_auth(request)
+    response = send(capture, request)
+    assert response.status_code == 200, response.text
+    assert "x-amz-date" not in capture.last().headers
+
+
 def test_signed_content_sha256_not_matching_body(capture: CaptureServer,
                                                  libcloud_v4: SignedRequest) -> None:
     request = ec2_request(capture)
