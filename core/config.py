@@ -75,6 +75,7 @@ class Config:
     instance_types: tuple[InstanceType, ...] = DEFAULT_INSTANCE_TYPES
     default_instance_type: str = "m1.small"
     terminated_visible: float = 3600.0  # seconds a finished VM stays in EC2 listings
+    ec2_address_pool: str = "198.51.100.0/24"  # CIDR the Elastic IPs come from
     extra: template.Template = field(default_factory=template.Template)
 
     @property
@@ -121,6 +122,7 @@ _KEYS: dict[str, tuple[str, type]] = {
     "EC2_PATH": ("ec2_path", str),
     "EC2_RATE": ("ec2_rate", float),
     "EC2_BURST": ("ec2_burst", float),
+    "EC2_ADDRESS_POOL": ("ec2_address_pool", str),
 }
 
 

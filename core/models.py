@@ -260,3 +260,39 @@ class RequestToken(SQLModel, table=True):
     first_id: int = -1
     count: int = 0
     created: int = Field(default_factory=now)
+
+
+class SecurityGroup(SQLModel, table=True):
+    """A user's named firewall rule set (EC2 security groups).
+
+    Stored, not yet enforced: the network drivers apply them with the network issue.
+    `ingress` and `egress` are JSON lists of rules, one per peer: protocol, from_port,
+    to_port, and either cidr (IPv4 or IPv6) or group (a security group id), plus a
+    description (core.service.secgroups reads and writes them).
+    """
+
+    __tablename__ = "security_group"
+    # ids are public (sg-...): SQLite must not hand a deleted group's id to a new one
+    __table_args__ = (UniqueConstraint("uid", "name"), {"sqlite_autoincrement": True})
+    id: int | None = Field(default=None, primary_key=True)
+    uid: int = Field(index=True)
+    gid: int
+    name: str
+    description: str = ""
+    ingress: str = Field(default="[]", sa_column=text_column())
+    egress: str = Field(default="[]", sa_column=text_column())
+    created: int = Field(default_factory=now)
+
+
+class Address(SQLModel, table=True):
+    """A public IPv4 address a user holds from the pool (EC2's Elastic IPs), and the VM
+    it is associated with; `associations` counts associations (it names the current one)."""
+
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids are public (eipalloc-...)
+    id: int | None = Field(default=None, primary_key=True)
+    uid: int = Field(index=True)
+    gid: int
+    ip: str = Field(unique=True)
+    vm_id: int | None = Field(default=None, index=True)
+    associations: int = 0
+    allocated: int = Field(default_factory=now)

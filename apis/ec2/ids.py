@@ -11,6 +11,10 @@ PREFIXES = {
     "image": ("ami", "InvalidAMIID"),
     "reservation": ("r", "InvalidReservationID"),
     "keypair": ("key", "InvalidKeyPair"),
+    "secgroup": ("sg", "InvalidGroupId"),
+    "rule": ("sgr", "InvalidSecurityGroupRuleId"),
+    "address": ("eipalloc", "InvalidAllocationID"),
+    "association": ("eipassoc", "InvalidAssociationID"),
 }
 _PATTERN = re.compile(r"([a-z]+)-([0-9a-f]{8,17})\Z")
 

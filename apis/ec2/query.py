@@ -193,10 +193,8 @@ def _struct(shape: Shape) -> _Struct:
 
 def _index(segment: str, key: str) -> int:
     if segment.isascii() and segment.isdigit():
-        index = int(segment)
-        if index > 0:
-            return index
-    raise invalid_value(key, segment, "a list index must be a positive integer")
+        return int(segment)  # 1-based from botocore, 0-based from libcloud's tag calls
+    raise invalid_value(key, segment, "a list index must be a whole number")
 
 
 # ---- parsing -------------------------------------------------------------------------------
@@ -234,6 +232,14 @@ def _place(root: _Struct, tree: dict[Any, Any], key: str, value: str) -> None:
         else:
             assert slot is not None and slot.element is not None
             at, child = _index(segment, key), slot.element
+        if i == last and child.kind == _LIST and child.element is not None \
+                and child.element.kind == _SCALAR and struct is not None:
+            # `KeyName=k1` for `KeyName.1=k1`: libcloud's get_key_pair sends that
+            inner = container.setdefault(at, {})
+            if 0 in inner:
+                raise invalid_value(key, value, "the parameter is given more than once")
+            inner[0] = child.element.convert(value, key)
+            return
         if i == last:
             if child.kind != _SCALAR:
                 raise unknown_parameter(key)

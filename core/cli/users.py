@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 
 from core.cli import views
@@ -74,9 +73,8 @@ def keys(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         emit_json({"AWS_ACCESS_KEY_ID": access, "AWS_SECRET_ACCESS_KEY": secret})
     else:
-        # shlex.quote leaves the usual key characters alone: `eval $(nubo user keys)` works
-        emit(f"AWS_ACCESS_KEY_ID={shlex.quote(access)}\n"
-             f"AWS_SECRET_ACCESS_KEY={shlex.quote(secret)}")
+        # keys use only [A-Za-z0-9_-]: `export $(nubo user keys)` takes the lines as they are
+        emit(f"AWS_ACCESS_KEY_ID={access}\nAWS_SECRET_ACCESS_KEY={secret}")
     return 0
 
 
@@ -96,5 +94,5 @@ def register(sub: Subparsers) -> None:
     p = command(verbs, "keys", "print a user's EC2 keys as shell variables (default: you)",
                 keys, description=(
                     "Print the EC2 access key and secret as two shell assignments:\n\n"
-                    "  eval $(nubo user keys)  # then aws --endpoint-url ... works"))
+                    "  export $(nubo user keys)  # then aws --endpoint-url ... works"))
     p.add_argument("user", nargs="?", metavar="ID|NAME")

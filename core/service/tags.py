@@ -8,11 +8,12 @@ from typing import Any
 from sqlmodel import Session, col, delete, select
 
 from core.errors import InvalidRequest
-from core.models import VM, Image, KeyPair, Tag
+from core.models import VM, Address, Image, KeyPair, SecurityGroup, Tag
 from core.service.access import fetch
 from core.service.context import Caller, Cloud
 
-KINDS: dict[str, type] = {"vm": VM, "image": Image, "keypair": KeyPair}
+KINDS: dict[str, type] = {"vm": VM, "image": Image, "keypair": KeyPair,
+                          "secgroup": SecurityGroup, "address": Address}
 MAX_KEY, MAX_VALUE = 128, 256
 
 

@@ -444,7 +444,7 @@ def test_user_commands(nubo: LiveNubo, tmp_path: Path) -> None:
     new_auth = auth_file(tmp_path, "cli-bob", "bob-new")
     assert as_json(nubo, "user", "show", auth=new_auth)["id"] == uid
 
-    # keys: exactly two shell assignments, the same as --json, usable with eval
+    # keys: exactly two shell assignments, the same as --json, exported with export $(...)
     lines = ok(run(nubo, "user", "keys", auth=new_auth)).splitlines()
     assert len(lines) == 2
     assert re.fullmatch(r"AWS_ACCESS_KEY_ID=\S+", lines[0])
@@ -454,8 +454,9 @@ def test_user_commands(nubo: LiveNubo, tmp_path: Path) -> None:
                      f"AWS_SECRET_ACCESS_KEY={keys['AWS_SECRET_ACCESS_KEY']}"]
     env = nubo.env() | {"ONE_AUTH": str(new_auth)}
     shell = subprocess.run(
-        ["bash", "-c", f'eval "$({sys.executable} -m core.cli user keys)" && '
-                       'echo "$AWS_ACCESS_KEY_ID $AWS_SECRET_ACCESS_KEY"'],
+        ["bash", "-c", f'export $({sys.executable} -m core.cli user keys) && '
+                       f'{sys.executable} -c "import os; print(os.environ[\'AWS_ACCESS_KEY_ID\'], '
+                       'os.environ[\'AWS_SECRET_ACCESS_KEY\'])"'],
         cwd=ROOT, env=env, text=True, capture_output=True, timeout=60)
     assert ok(shell).split() == [keys["AWS_ACCESS_KEY_ID"], keys["AWS_SECRET_ACCESS_KEY"]]
     admin_keys = as_json(nubo, "user", "keys")

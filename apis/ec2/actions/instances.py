@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from apis.ec2 import filters, ids, views
-from apis.ec2.actions import Context, action
+from apis.ec2.actions import Context, action, network
 from apis.ec2.errors import Ec2Error, from_domain, invalid_value
 from apis.ec2.states import instance_state
 from core import template
@@ -68,7 +68,9 @@ def _horizon(ctx: Context) -> int:
 def _reservations(ctx: Context, infos: Sequence[VMInfo]) -> list[dict[str, Any]]:
     with ctx.cloud.session() as s:
         found = tags.tags_of(s, "vm", [i.vm.id for i in infos if i.vm.id is not None])
-    return views.reservations(infos, owner=ctx.owner, region=ctx.region, tags=found)
+    out = views.reservations(infos, owner=ctx.owner, region=ctx.region, tags=found)
+    network.annotate(ctx, infos, out)
+    return out
 
 
 @action("DescribeInstances")
@@ -174,9 +176,7 @@ def run_instances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         if zone != ctx.region + views.ZONE_SUFFIX:
             raise invalid_value("Placement.AvailabilityZone", zone, "no such zone")
         tmpl.set("AVAILABILITY_ZONE", zone)
-    groups = list(p.get("SecurityGroups", [])) + list(p.get("SecurityGroupIds", []))
-    if groups:
-        tmpl.set("SECURITY_GROUPS", " ".join(groups))
+    tmpl.set("SECURITY_GROUPS", network.launch_groups(ctx, p))
     token = p.get("ClientToken", "")
     if len(token) > 64:
         raise invalid_value("ClientToken", token, "at most 64 characters")
@@ -217,9 +217,10 @@ def _change(ctx: Context, p: dict[str, Any], pick: Any) -> list[dict[str, Any]]:
                 raise from_domain(exc) from None
         after_vm = vms.get_vm(ctx.cloud, ctx.caller, vm_id=vm_id).vm
         after = instance_state(after_vm.state, after_vm.lcm_state)
+        # currentState before previousState, as EC2 answers: libcloud reads the first
         changes.append({"InstanceId": ids.public("instance", vm_id),
-                        "PreviousState": {"Code": before[0], "Name": before[1]},
-                        "CurrentState": {"Code": after[0], "Name": after[1]}})
+                        "CurrentState": {"Code": after[0], "Name": after[1]},
+                        "PreviousState": {"Code": before[0], "Name": before[1]}})
     return changes
 
 

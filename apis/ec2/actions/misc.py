@@ -74,8 +74,10 @@ def describe_subnets(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 # --- tags ---
 
-KINDS = {"i": ("vm", "instance"), "ami": ("image", "image"), "key": ("keypair", "keypair")}
-RESOURCE_TYPES = {"vm": "instance", "image": "image", "keypair": "key-pair"}
+KINDS = {"i": ("vm", "instance"), "ami": ("image", "image"), "key": ("keypair", "keypair"),
+         "sg": ("secgroup", "secgroup"), "eipalloc": ("address", "address")}
+RESOURCE_TYPES = {"vm": "instance", "image": "image", "keypair": "key-pair",
+                  "secgroup": "security-group", "address": "elastic-ip"}
 
 
 def _resources(ctx: Context, public_ids: list[str]) -> dict[str, list[int]]:
@@ -119,7 +121,8 @@ def delete_tags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action("DescribeTags")
 def describe_tags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    prefix = {"vm": "instance", "image": "image", "keypair": "keypair"}
+    prefix = {"vm": "instance", "image": "image", "keypair": "keypair", "secgroup": "secgroup",
+              "address": "address"}
     items = [{"ResourceId": ids.public(prefix[t.kind], t.object_id),
               "ResourceType": RESOURCE_TYPES[t.kind], "Key": t.key, "Value": t.value}
              for t in tags.list_tags(ctx.cloud, ctx.caller) if t.uid == ctx.caller.uid]

@@ -201,7 +201,6 @@ REQUIRED = {"ImportKeyPair": (("KeyName", "k"),)}
     "Filter.1.Nme",            # no such member in a nested structure
     "Filter.1.Value.1.Extra",  # below a scalar
     "MaxResults.1",            # an index on a scalar
-    "InstanceId",              # a list without an index
     "Filter.1",                # a structure without a member
     "instanceId.1",            # wire names are case-sensitive
     "InstanceIds.1",           # the member name is not the wire name
@@ -253,8 +252,18 @@ def test_invalid_nested_value_names_the_full_key() -> None:
     assert "parameter BlockDeviceMapping.1.Ebs.VolumeSize is invalid" in caught.message
 
 
-@pytest.mark.parametrize("index", ["0", "-1", "x", "", "1e2", "٣", "+1"])
-def test_list_index_must_be_a_positive_integer(index: str) -> None:
+def test_zero_based_and_bare_list_parameters_are_read() -> None:
+    """libcloud sends `ResourceId.0` for tags and a bare `KeyName` for one key pair."""
+    parsed = query.parse(query.operation("CreateTags"),
+                         [("ResourceId.0", "i-1"), ("ResourceId.1", "i-2"),
+                          ("Tag.0.Key", "k"), ("Tag.0.Value", "v")])
+    assert parsed == {"Resources": ["i-1", "i-2"], "Tags": [{"Key": "k", "Value": "v"}]}
+    parsed = query.parse(query.operation("DescribeKeyPairs"), [("KeyName", "k1")])
+    assert parsed == {"KeyNames": ["k1"]}
+
+
+@pytest.mark.parametrize("index", ["-1", "x", "", "1e2", "٣", "+1"])
+def test_list_index_must_be_a_whole_number(index: str) -> None:
     caught = error("DescribeInstances", (f"InstanceId.{index}", "i-1"))
     assert caught.code == "InvalidParameterValue"
     assert f"parameter InstanceId.{index} is invalid" in caught.message
