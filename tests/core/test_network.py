@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from core import db
-from core.config import Config
 from core.errors import (
     CapacityExceeded,
     Conflict,
@@ -19,30 +17,18 @@ from core.errors import (
     NotFound,
 )
 from core.models import SecurityGroup
-from core.service import addresses, identity, images, secgroups, tags, vms
+from core.service import addresses, secgroups, tags, vms
 from core.service.access import MINE
 from core.service.context import Caller, Cloud
 from core.service.secgroups import Rule, rule
-
-ADMIN = Caller(uid=0, gid=0, name="oneadmin")
-VM_TEXT = 'NAME = "web"\nMEMORY = 256\nCPU = 0.5\n'
+from tests.core.clouds import ADMIN, VM_TEXT, make_cloud, user
 
 
 @pytest.fixture
 def cloud(db_url: str, tmp_path: Path) -> Iterator[Cloud]:
-    cfg = Config(var=tmp_path, db=db_url, ec2_address_pool="192.0.2.0/29")
-    engine = db.make_engine(cfg.db_url)
-    db.migrate(engine)
-    c = Cloud(engine=engine, config=cfg)
-    identity.bootstrap(c, admin_password="pw")
-    images.bootstrap_datastores(c)
+    c = make_cloud(db_url, tmp_path, ec2_address_pool="192.0.2.0/29")
     yield c
-    engine.dispose()
-
-
-def user(cloud: Cloud, name: str) -> Caller:
-    identity.create_user(cloud, ADMIN, name=name, password=name + "-pw")
-    return identity.authenticate(cloud, f"{name}:{name}-pw")
+    c.engine.dispose()
 
 
 def gid(row: SecurityGroup) -> int:

@@ -9,37 +9,21 @@ import pytest
 from sqlmodel import select
 
 from core import db
-from core.config import Config
 from core.daemon import schedule_once
 from core.errors import Conflict, Forbidden, InvalidRequest, InvalidState, NotFound, Unauthorized
 from core.lifecycle import HostState, LcmState, Step, VmState
 from core.models import Host, LogEntry, Operation
 from core.service import hosts, identity, images, vms
-from core.service.context import Caller, Cloud
+from core.service.context import Cloud
+from tests.core.clouds import ADMIN, VM_TEXT, make_cloud, user
 
 
 @pytest.fixture
 def cloud(db_url: str, tmp_path: Path) -> Iterator[Cloud]:
-    cfg = Config(var=tmp_path, db=db_url)
-    (cfg.remotes / "im" / "dummy.d").mkdir(parents=True)
-    (cfg.remotes / "vmm" / "dummy").mkdir(parents=True)
-    engine = db.make_engine(cfg.db_url)
-    db.migrate(engine)
-    db.migrate(engine)  # idempotent: a restart re-runs it
-    c = Cloud(engine=engine, config=cfg)
-    identity.bootstrap(c, admin_password="pw")
-    images.bootstrap_datastores(c)
+    c = make_cloud(db_url, tmp_path)
+    db.migrate(c.engine)  # idempotent: a restart re-runs it
     yield c
-    engine.dispose()
-
-
-ADMIN = Caller(uid=0, gid=0, name="oneadmin")
-VM_TEXT = 'NAME = "web"\nMEMORY = 256\nCPU = 0.5\n'
-
-
-def user(cloud: Cloud, name: str) -> Caller:
-    identity.create_user(cloud, ADMIN, name=name, password=name + "-pw")
-    return identity.authenticate(cloud, f"{name}:{name}-pw")
+    c.engine.dispose()
 
 
 def monitored_host(cloud: Cloud, name: str = "h1", cpu: int = 800, mem: int = 8 << 20) -> int:
