@@ -29,6 +29,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/vmpool.py
+	$(BIN)/python bench/ec2_vs_moto.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
