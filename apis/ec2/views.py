@@ -57,7 +57,10 @@ def instance(info: VMInfo, *, region: str, launch_index: int,
         "Hypervisor": "xen",
         "ClientToken": tmpl.get("CLIENT_TOKEN") or "",
         "Tags": tag_list(tags),
-        "SecurityGroups": [],
+        # ids only here; apis.ec2.actions.network.annotate adds the names
+        "SecurityGroups": [{"GroupId": ids.public("secgroup", int(word))}
+                           for word in (tmpl.get("SECURITY_GROUPS") or "").split()
+                           if word.isdigit()],
         "VpcId": VPC_ID,
         "SubnetId": SUBNET_ID,
     }

@@ -87,8 +87,9 @@ def launch_groups(ctx: Context, p: Mapping[str, Any]) -> str:
 def annotate(ctx: Context, infos: Sequence[VMInfo], reservations: list[dict[str, Any]]) -> None:
     """Fill in each instance's SecurityGroups and PublicIpAddress, and each reservation's
     Groups (those of its first instance)."""
-    held = {ids.public("instance", i.vm.id or 0): secgroups.groups_of(i.vm.template)
-            for i in infos}
+    held = {inst["InstanceId"]: [ids.core("secgroup", g["GroupId"])
+                                 for g in inst["SecurityGroups"]]
+            for reservation in reservations for inst in reservation["Instances"]}
     names = secgroups.names(ctx.cloud, ctx.caller, ids={g for gs in held.values() for g in gs})
     public = addresses.of_vms(ctx.cloud, ctx.caller, vm_ids=[i.vm.id or 0 for i in infos])
     for reservation in reservations:
