@@ -88,6 +88,7 @@ def describe_instances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         infos = vms.list_vms(ctx.cloud, ctx.caller, flag=MINE, state=-2,
                              done_since=_horizon(ctx))
     matches = filters.compile_filters(p.get("Filters", []), INSTANCE_FILTERS)
+    infos = _prefilter(infos, p.get("Filters", []))
     out = []
     after = _token_batch(p.get("NextToken"))
     next_token = None
@@ -107,6 +108,25 @@ def describe_instances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if next_token:
         result["NextToken"] = next_token
     return result
+
+
+# Filters answerable from the VM row alone: applied before any view is built, so a
+# selective filter costs what its matches cost (the full filter still runs afterwards).
+_ROW_FILTERS: dict[str, Any] = {
+    "instance-state-name": lambda info: instance_state(info.vm.state, info.vm.lcm_state)[1],
+    "instance-state-code": lambda info: str(instance_state(info.vm.state, info.vm.lcm_state)[0]),
+    "instance-id": lambda info: ids.public("instance", info.vm.id or 0),
+}
+
+
+def _prefilter(infos: list[VMInfo], requested: Sequence[dict[str, Any]]) -> list[VMInfo]:
+    for f in requested:
+        pick = _ROW_FILTERS.get(str(f.get("Name")))
+        if pick is None:
+            continue
+        test = filters.compile_filters([f], {str(f["Name"]): lambda item: [item["v"]]})
+        infos = [info for info in infos if test({"v": pick(info)})]
+    return infos
 
 
 def _token(batch: int) -> str:
