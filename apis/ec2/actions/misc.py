@@ -91,32 +91,28 @@ def _resources(ctx: Context, public_ids: list[str]) -> dict[str, list[int]]:
     return by_kind
 
 
-@action("CreateTags")
-def create_tags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    pairs = {t["Key"]: t.get("Value", "") for t in p.get("Tags", [])}
+def _tagging(ctx: Context, p: dict[str, Any], change: Any,
+             pairs: dict[str, Any]) -> dict[str, Any]:
+    """Apply `change` (tags.set_tags or tags.delete_tags) to every named resource."""
     targets = _resources(ctx, p.get("Resources", []))
     ctx.commit_point()
     for kind, object_ids in targets.items():
         try:
-            tags.set_tags(ctx.cloud, ctx.caller, kind=kind, ids=object_ids, tags=pairs)
+            change(ctx.cloud, ctx.caller, kind=kind, ids=object_ids, tags=pairs)
         except (NotFound, Forbidden):
             raise Ec2Error("InvalidID", "The ID(s) given do not exist or are not yours") \
                 from None
     return {}
+
+
+@action("CreateTags")
+def create_tags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    return _tagging(ctx, p, tags.set_tags, {t["Key"]: t.get("Value", "") for t in p.get("Tags", [])})
 
 
 @action("DeleteTags")
 def delete_tags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    pairs = {t["Key"]: t.get("Value") for t in p.get("Tags", [])}
-    targets = _resources(ctx, p.get("Resources", []))
-    ctx.commit_point()
-    for kind, object_ids in targets.items():
-        try:
-            tags.delete_tags(ctx.cloud, ctx.caller, kind=kind, ids=object_ids, tags=pairs)
-        except (NotFound, Forbidden):
-            raise Ec2Error("InvalidID", "The ID(s) given do not exist or are not yours") \
-                from None
-    return {}
+    return _tagging(ctx, p, tags.delete_tags, {t["Key"]: t.get("Value") for t in p.get("Tags", [])})
 
 
 @action("DescribeTags")
