@@ -47,15 +47,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Any) -> None:
     """SQLite has no row locks: each transaction takes the write lock when it begins, so
     a unit of work that reads a row and then updates it cannot lose a concurrent update
-    (PostgreSQL gets the same guarantee from SELECT ... FOR UPDATE). Read-only units of
-    work begin deferred instead: in WAL mode they run beside the writer."""
-    if conn.get_execution_options().get(READ_ONLY):
-        conn.exec_driver_sql("BEGIN")
-    else:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-READ_ONLY = "nubo_read_only"
+    (PostgreSQL gets the same guarantee from SELECT ... FOR UPDATE, see `locked`)."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def migrate(engine: Engine) -> None:
@@ -68,12 +61,9 @@ def migrate(engine: Engine) -> None:
 
 
 @contextmanager
-def unit_of_work(engine: Engine, *, read_only: bool = False) -> Iterator[Session]:
-    """One short transaction: committed on success, rolled back on any error.
-
-    `read_only` promises the unit writes nothing; on SQLite it then takes no write lock."""
-    bind = engine.execution_options(**{READ_ONLY: True}) if read_only else engine
-    with Session(bind, expire_on_commit=False) as session:
+def unit_of_work(engine: Engine) -> Iterator[Session]:
+    """One short transaction: committed on success, rolled back on any error."""
+    with Session(engine, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()

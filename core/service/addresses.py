@@ -107,7 +107,7 @@ def of_vms(cloud: Cloud, caller: Caller, *, vm_ids: Iterable[int]) -> dict[int, 
     wanted = list(vm_ids)
     if not wanted:
         return {}
-    with cloud.reading() as s:
+    with cloud.session() as s:
         query = restrict(select(Address), Address, caller).join(
             VM, col(VM.id) == col(Address.vm_id)).where(
             col(Address.vm_id).in_(wanted), col(VM.state) != VmState.DONE)

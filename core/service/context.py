@@ -46,12 +46,6 @@ class Cloud:
         with db.unit_of_work(self.engine) as session:
             yield session
 
-    @contextmanager
-    def reading(self) -> Iterator[Session]:
-        """A unit of work that only reads (on SQLite it does not queue behind writers)."""
-        with db.unit_of_work(self.engine, read_only=True) as session:
-            yield session
-
 
 def vm_log(session: Session, vm_id: int, message: str, severity: str = "I") -> None:
     """Append a line to the VM's log, in the caller's transaction."""

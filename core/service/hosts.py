@@ -61,7 +61,7 @@ def create_host(
 
 def get_host(cloud: Cloud, caller: Caller, *, host_id: int) -> tuple[Host, list[int]]:
     """The host and the ids of the VMs placed on it."""
-    with cloud.reading() as s:
+    with cloud.session() as s:
         host = s.get(Host, host_id)
         if host is None:
             raise NotFound("host", host_id)
@@ -77,7 +77,7 @@ _ON_HOST = (VmState.ACTIVE, VmState.SUSPENDED)
 
 
 def list_hosts(cloud: Cloud, caller: Caller) -> list[tuple[Host, list[int]]]:
-    with cloud.reading() as s:
+    with cloud.session() as s:
         hosts = list(s.exec(select(Host).order_by(col(Host.id))))
         placed: dict[int, list[int]] = {}
         rows = s.exec(select(VM.id, VM.host_id).where(col(VM.state).in_(_ON_HOST)))

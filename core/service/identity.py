@@ -34,7 +34,7 @@ def authenticate(cloud: Cloud, session_string: str) -> Caller:
 
 
 def check_password(cloud: Cloud, *, name: str, password: str) -> Caller:
-    with cloud.reading() as s:
+    with cloud.session() as s:
         user = s.exec(select(User).where(User.name == name)).first()
     given = hash_password(password)
     if user is None or not hmac.compare_digest(given, user.password_hash):
@@ -47,7 +47,7 @@ def check_password(cloud: Cloud, *, name: str, password: str) -> Caller:
 
 def caller_by_access_key(cloud: Cloud, access_key: str) -> tuple[Caller, str]:
     """The caller owning an EC2 access key, and its secret (for signature checks)."""
-    with cloud.reading() as s:
+    with cloud.session() as s:
         user = s.exec(select(User).where(User.ec2_access_key == access_key)).first()
     if user is None or not user.enabled:
         raise Unauthorized("unknown access key")
@@ -131,7 +131,7 @@ def get_user(cloud: Cloud, caller: Caller, *, user_id: int) -> User:
 
 
 def list_users(cloud: Cloud, caller: Caller) -> list[User]:
-    with cloud.reading() as s:
+    with cloud.session() as s:
         query = select(User).order_by(col(User.id))
         if not caller.admin:
             query = query.where(User.id == caller.uid)
@@ -180,7 +180,7 @@ def delete_user(cloud: Cloud, caller: Caller, *, user_id: int) -> None:
 
 
 def list_groups(cloud: Cloud, caller: Caller) -> list[Group]:
-    with cloud.reading() as s:
+    with cloud.session() as s:
         query = select(Group).order_by(col(Group.id))
         if not caller.admin:
             query = query.where(Group.id == caller.gid)
@@ -219,7 +219,7 @@ def names(session: Session) -> tuple[dict[int, str], dict[int, str]]:
 
 def owner_names(cloud: Cloud) -> tuple[dict[int, str], dict[int, str]]:
     """uid -> user name, gid -> group name, for front doors rendering owners."""
-    with cloud.reading() as s:
+    with cloud.session() as s:
         return names(s)
 
 

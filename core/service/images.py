@@ -74,13 +74,13 @@ def create_image(cloud: Cloud, caller: Caller, *, text: str,
 
 
 def get_image(cloud: Cloud, caller: Caller, *, image_id: int) -> Image:
-    with cloud.reading() as s:
+    with cloud.session() as s:
         return fetch(s, Image, image_id, caller, "image")
 
 
 def list_images(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1,
                 end: int = -1) -> list[Image]:
-    with cloud.reading() as s:
+    with cloud.session() as s:
         query = id_range(restrict(select(Image), Image, caller, flag), Image, start, end)
         return list(s.exec(query.order_by(col(Image.id))))
 
@@ -134,7 +134,7 @@ def chtype_image(cloud: Cloud, caller: Caller, *, image_id: int, type_name: str)
 
 
 def list_datastores(cloud: Cloud, caller: Caller) -> list[tuple[Datastore, list[int]]]:
-    with cloud.reading() as s:
+    with cloud.session() as s:
         stores = list(s.exec(select(Datastore).order_by(col(Datastore.id))))
         images: dict[int, list[int]] = {}
         for image_id, ds_id in s.exec(select(Image.id, Image.datastore_id)):
@@ -199,13 +199,13 @@ def create_template(cloud: Cloud, caller: Caller, *, text: str) -> int:
 
 
 def get_template(cloud: Cloud, caller: Caller, *, template_id: int) -> VMTemplate:
-    with cloud.reading() as s:
+    with cloud.session() as s:
         return fetch(s, VMTemplate, template_id, caller, "template")
 
 
 def list_templates(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1,
                    end: int = -1) -> list[VMTemplate]:
-    with cloud.reading() as s:
+    with cloud.session() as s:
         query = restrict(select(VMTemplate), VMTemplate, caller, flag)
         query = id_range(query, VMTemplate, start, end)
         return list(s.exec(query.order_by(col(VMTemplate.id))))

@@ -75,7 +75,7 @@ def import_key(cloud: Cloud, caller: Caller, *, name: str, public_key: str) -> K
 
 
 def list_keys(cloud: Cloud, caller: Caller) -> list[KeyPair]:
-    with cloud.reading() as s:
+    with cloud.session() as s:
         query = select(KeyPair).order_by(col(KeyPair.name))
         if not caller.admin:
             query = query.where(KeyPair.uid == caller.uid)

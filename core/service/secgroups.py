@@ -176,7 +176,7 @@ def names(cloud: Cloud, caller: Caller, *, ids: Iterable[int]) -> dict[int, str]
     wanted = list(ids)
     if not wanted:
         return {}
-    with cloud.reading() as s:
+    with cloud.session() as s:
         query = restrict(select(SecurityGroup), SecurityGroup, caller).where(
             col(SecurityGroup.id).in_(wanted))
         return {row.id: row.name for row in s.exec(query) if row.id is not None}

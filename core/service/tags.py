@@ -59,7 +59,7 @@ def delete_tags(cloud: Cloud, caller: Caller, *, kind: str, ids: Iterable[int],
 
 
 def list_tags(cloud: Cloud, caller: Caller, *, kind: str | None = None) -> list[Tag]:
-    with cloud.reading() as s:
+    with cloud.session() as s:
         query = select(Tag).order_by(col(Tag.kind), col(Tag.object_id), col(Tag.key))
         if kind is not None:
             query = query.where(Tag.kind == kind)

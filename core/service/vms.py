@@ -266,7 +266,7 @@ class VMInfo:
 
 
 def get_vm(cloud: Cloud, caller: Caller, *, vm_id: int) -> VMInfo:
-    with cloud.reading() as s:
+    with cloud.session() as s:
         vm = fetch(s, VM, vm_id, caller, "VM")
         history = list(
             s.exec(select(History).where(History.vm_id == vm_id).order_by(col(History.seq)))
@@ -282,7 +282,7 @@ def list_vms(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1, 
 
     `done_since` (with state -2) keeps DONE VMs only if they ended at or after it; `ids`
     restricts the listing to those VMs."""
-    with cloud.reading() as s:
+    with cloud.session() as s:
         query = id_range(restrict(select(VM), VM, caller, flag), VM, start, end)
         if state == -1:
             query = query.where(col(VM.state) != VmState.DONE)
@@ -312,7 +312,7 @@ def list_vms(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1, 
 
 
 def vm_log_entries(cloud: Cloud, caller: Caller, *, vm_id: int, after: int = 0) -> list[LogEntry]:
-    with cloud.reading() as s:
+    with cloud.session() as s:
         fetch(s, VM, vm_id, caller, "VM")
         query = select(LogEntry).where(LogEntry.vm_id == vm_id, col(LogEntry.id) > after)
         return list(s.exec(query.order_by(col(LogEntry.id))))

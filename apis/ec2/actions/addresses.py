@@ -185,7 +185,7 @@ def describe_addresses(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
             raise _not_found(text)
     picked = [r for r in rows if (not wanted or r.id in wanted)
               and (not p.get("PublicIps") or r.ip in p["PublicIps"])]
-    with ctx.cloud.reading() as s:
+    with ctx.cloud.session() as s:
         found = tags.tags_of(s, "address", [r.id for r in picked if r.id is not None])
     private = _private_ips(ctx, [r.vm_id for r in picked if r.vm_id is not None])
     matches = filters.compile_filters(p.get("Filters", []), ADDRESS_FILTERS)

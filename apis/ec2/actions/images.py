@@ -24,7 +24,7 @@ IMAGE_FILTERS = {
 @action("DescribeImages")
 def describe_images(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     rows = images.list_images(ctx.cloud, ctx.caller, flag=MINE)
-    with ctx.cloud.reading() as s:
+    with ctx.cloud.session() as s:
         found = tags.tags_of(s, "image", [r.id for r in rows if r.id is not None])
     items = [views.image(r, owner=ctx.owner, tags=found.get(r.id or 0, {})) for r in rows
              if r.type == 0]

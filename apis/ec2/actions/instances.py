@@ -66,7 +66,7 @@ def _horizon(ctx: Context) -> int:
 
 
 def _reservations(ctx: Context, infos: Sequence[VMInfo]) -> list[dict[str, Any]]:
-    with ctx.cloud.reading() as s:
+    with ctx.cloud.session() as s:
         found = tags.tags_of(s, "vm", [i.vm.id for i in infos if i.vm.id is not None])
     out = views.reservations(infos, owner=ctx.owner, region=ctx.region, tags=found)
     network.annotate(ctx, infos, out)

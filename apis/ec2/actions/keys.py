@@ -63,7 +63,7 @@ def _own(ctx: Context) -> list[KeyPair]:
 @action("DescribeKeyPairs")
 def describe_key_pairs(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     rows = _own(ctx)
-    with ctx.cloud.reading() as s:
+    with ctx.cloud.session() as s:
         found = tags.tags_of(s, "keypair", [r.id for r in rows if r.id is not None])
     items = [views.key_pair(r, found.get(r.id or 0, {})) for r in rows]
     if not p.get("IncludePublicKey"):

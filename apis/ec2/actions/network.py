@@ -204,7 +204,7 @@ def describe_security_groups(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     picked = [r for r in rows if (not wanted or r.id in wanted)
               and (not p.get("GroupNames") or r.name in p["GroupNames"])
               and (r.id or 0) > _page(p.get("NextToken"), "g")]
-    with ctx.cloud.reading() as s:
+    with ctx.cloud.session() as s:
         found = tags.tags_of(s, "secgroup", [r.id for r in picked if r.id is not None])
     names = {row.id: row.name for row in rows if row.id is not None}
     matches = filters.compile_filters(p.get("Filters", []), GROUP_FILTERS)
