@@ -33,7 +33,9 @@ def serve(cfg: Config | None = None) -> None:
     drivers = DriverSet.from_config(cfg)
     daemon = Daemon(cloud, drivers)
     app = build(cloud, daemon)
-    print(f"Nubo listening on http://{cfg.host}:{cfg.port}/ (XML-RPC at /RPC2)", flush=True)
+    base = f"http://{cfg.host}:{cfg.port}"
+    print(f"Nubo listening on {base}/: XML-RPC at /RPC2, EC2 Query at / and "
+          f"{'/' + cfg.ec2_path.strip('/')}", flush=True)
     print(f"Data in {cfg.var}; database {cfg.db_url.split('@')[-1]}", flush=True)
     print(f"Admin credentials in {cfg.one_auth}", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
