@@ -22,12 +22,22 @@ from pathlib import Path
 import anyio
 from sqlmodel import col, select, update
 
-from core import documents, template
+from core import disk_steps, documents, template
 from core.drivers import Drivers, Runner
 from core.errors import InvalidState
-from core.lifecycle import HistoryReason, Step, state_name, step_event, step_is_due
+from core.lifecycle import (
+    DISK_STEPS,
+    HistoryReason,
+    LcmState,
+    Step,
+    VmState,
+    state_name,
+    step_event,
+    step_is_due,
+)
 from core.models import VM, Datastore, Group, History, Host, Image, LogEntry, Operation, User, now
 from core.service.context import DISPATCHER, SCHEDULER, Cloud, vm_log
+from core.service.disks import settle
 from core.service.transitions import apply
 
 log = logging.getLogger("nubo.dispatcher")
@@ -183,6 +193,7 @@ class Dispatcher:
                 s.add(op)
                 vm_log(s, op.vm_id,
                        f"Skipped queued {op.step}: the VM is {state_name(vm.state, vm.lcm_state)}")
+                settle(s, vm, Step(op.step), False, op.error)
                 return None
             histories = list(
                 s.exec(select(History).where(History.vm_id == vm.id).order_by(col(History.seq)))
@@ -226,8 +237,11 @@ class Dispatcher:
             if deploy_id is not None:
                 vm.deploy_id = deploy_id
             message = None if ok else f"{job.step.value} failed: {error}"
+            settle(s, vm, job.step, ok, error)
+            hotplug = vm.state == VmState.ACTIVE and vm.lcm_state == LcmState.HOTPLUG
             try:
-                apply(s, vm, step_event(job.step, ok), message=message)
+                if job.step not in DISK_STEPS or hotplug:  # a stopped VM's disks: no transition
+                    apply(s, vm, step_event(job.step, ok), message=message)
             except InvalidState:
                 vm_log(s, vm.id or 0, f"{job.step.value} finished "
                        f"({'ok' if ok else 'failed'}) after the VM moved on; outcome ignored")
@@ -246,25 +260,27 @@ class Dispatcher:
         if step in (Step.PROLOG,):
             return await self._prolog(job, sink)
         if step is Step.PROLOG_RESUME:
-            return await self._tm_lines(job, sink, self._mv_lines(job, to_host=True))
+            return await self.tm_lines(job, sink, self._mv_lines(job, to_host=True))
         if step is Step.EPILOG:
-            return await self._tm_lines(job, sink, self._epilog_lines(job))
+            return await self.tm_lines(job, sink, self._epilog_lines(job))
         if step is Step.EPILOG_STOP:
-            return await self._tm_lines(job, sink, self._mv_lines(job, to_host=False))
+            return await self.tm_lines(job, sink, self._mv_lines(job, to_host=False))
         if step is Step.CLEANUP:
             return await self._cleanup(job, sink)
+        if step in DISK_STEPS:
+            return await disk_steps.run(self, job, sink)
         return await self._vmm(job, sink)
 
     def _tm(self, job: Job) -> Runner:
         return self.drivers.local()
 
-    def _host_runner(self, job: Job) -> Runner:
+    def host_runner(self, job: Job) -> Runner:
         assert job.host is not None and job.history is not None
         attrs = template.parse(job.host.template)
         flat = {name: value for name, value in attrs if isinstance(value, str)}
         return self.drivers.for_host(job.host.name, flat, "vmm", job.history.vmm_mad)
 
-    async def _tm_lines(self, job: Job, sink: LogSink,
+    async def tm_lines(self, job: Job, sink: LogSink,
                         lines: list[tuple[str, str, list[str]]]) -> tuple[bool, str, None]:
         """Run transfer lines in order (OpenNebula's transfer file); the first failure stops."""
         timeout = self.cloud.config.driver_timeout
@@ -275,14 +291,14 @@ class Dispatcher:
                 return False, result.error, None
         return True, "", None
 
-    def _fe(self, path: str) -> str:
+    def fe(self, path: str) -> str:
         return path if ":" in path.split("/")[0] else f"{self.frontend}:{path}"
 
     async def _prolog(self, job: Job, sink: LogSink) -> tuple[bool, str, None]:
         host, vmdir = job.hostname, job.vmdir
         lines: list[tuple[str, str, list[str]]] = []
         for i, disk in enumerate(job.disks):
-            target = f"{host}:{vmdir}/disk.{i}"
+            target = f"{host}:{disk_steps.disk_file(job, i)}"
             kind = disk.get("TYPE", "").lower()
             tm_mad = job.disk_tm.get(i, job.system_tm)
             if kind == "swap":
@@ -292,16 +308,17 @@ class Dispatcher:
                 lines.append(("mkimage", job.system_tm, [disk["SIZE"], fmt, target]))
             elif disk.get("SOURCE"):
                 action = "ln" if disk.get("CLONE", "YES").upper() == "NO" else "clone"
-                args = [self._fe(disk["SOURCE"]), target]
+                args = [self.fe(disk["SOURCE"]), target]
                 if disk.get("SIZE"):
                     args.append(disk["SIZE"])
                 lines.append((action, tm_mad, args))
         if job.context is not None:
             context_file = await anyio.to_thread.run_sync(self._write_context, job)
             files = (job.context.get("FILES") or "").split()
-            target = f"{host}:{vmdir}/disk.{len(job.disks)}"
+            context_id = job.context.get("DISK_ID") or str(len(job.disks))
+            target = f"{host}:{vmdir}/disk.{context_id}"
             lines.append(("context", job.system_tm, [str(context_file), *files, target]))
-        return await self._tm_lines(job, sink, lines)
+        return await self.tm_lines(job, sink, lines)
 
     def _write_context(self, job: Job) -> Path:
         """context.sh on the front-end: the CONTEXT vector as shell variables."""
@@ -310,7 +327,8 @@ class Dispatcher:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "context.sh"
         lines = ["# Context variables generated by Nubo"]
-        lines += [f"{k}={shlex.quote(v)}" for k, v in job.context.items() if k != "FILES"]
+        lines += [f"{k}={shlex.quote(v)}" for k, v in job.context.items()
+                  if k not in ("FILES", "DISK_ID")]
         tmp = path.with_suffix(".tmp")
         tmp.write_text("\n".join(lines) + "\n")
         os.replace(tmp, path)
@@ -322,7 +340,8 @@ class Dispatcher:
         remote = f"{host}:{vmdir}"
         lines = []
         for i, _disk in enumerate(job.disks):
-            src, dst = (f"{fe}/disk.{i}", f"{remote}/disk.{i}")
+            name = disk_steps.disk_file(job, i).rsplit("/", 1)[1]
+            src, dst = (f"{fe}/{name}", f"{remote}/{name}")
             lines.append(("mv", job.disk_tm.get(i, job.system_tm),
                           [src, dst] if to_host else [dst, src]))
         lines.append(("mv", job.system_tm, [fe, remote] if to_host else [remote, fe]))
@@ -333,9 +352,10 @@ class Dispatcher:
         lines = []
         for i, disk in enumerate(job.disks):
             tm_mad = job.disk_tm.get(i, job.system_tm)
+            located = f"{host}:{disk_steps.disk_file(job, i)}"
             if disk.get("SAVE", "NO").upper() == "YES" and disk.get("SOURCE"):
-                lines.append(("mvds", tm_mad, [f"{host}:{vmdir}/disk.{i}", disk["SOURCE"]]))
-            lines.append(("delete", tm_mad, [f"{host}:{vmdir}/disk.{i}"]))
+                lines.append(("mvds", tm_mad, [located, disk["SOURCE"]]))
+            lines.append(("delete", tm_mad, [located]))
         lines.append(("delete", job.system_tm, [f"{host}:{vmdir}"]))
         return lines
 
@@ -346,7 +366,7 @@ class Dispatcher:
         # a stopped VM's files wait on the front-end and nothing runs on the host
         stopped = job.history.reason == HistoryReason.STOP_RESUME
         if job.host is not None and not stopped:
-            runner = self._host_runner(job)
+            runner = self.host_runner(job)
             result = await runner.run(
                 "vmm", job.history.vmm_mad, "cancel",
                 [job.vm.deploy_id or "-", job.hostname, str(job.vm.id), job.hostname],
@@ -364,7 +384,7 @@ class Dispatcher:
 
     async def _vmm(self, job: Job, sink: LogSink) -> tuple[bool, str, str | None]:
         assert job.history is not None
-        runner = self._host_runner(job)
+        runner = self.host_runner(job)
         host, vmid, driver = job.hostname, str(job.vm.id), job.history.vmm_mad
         timeout = self.cloud.config.driver_timeout
         deploy_id = job.vm.deploy_id or f"one-{vmid}"

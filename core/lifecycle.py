@@ -43,6 +43,7 @@ class LcmState(IntEnum):
     FAILURE = 14
     CLEANUP = 15
     UNKNOWN = 16
+    HOTPLUG = 17  # OpenNebula 3.6+: a disk is being attached or detached
 
 
 class HostState(IntEnum):
@@ -89,6 +90,7 @@ SHORT_LCM = {
     LcmState.FAILURE: "fail",
     LcmState.CLEANUP: "clea",
     LcmState.UNKNOWN: "unkn",
+    LcmState.HOTPLUG: "hotp",
 }
 SHORT_HOST = {
     HostState.INIT: "init",
@@ -114,6 +116,9 @@ class Step(StrEnum):
     EPILOG_STOP = "epilog_stop"  # TM: mv the VM dir to the front-end
     REBOOT = "reboot"  # VMM reboot
     CLEANUP = "cleanup"  # VMM cancel if it may still run, TM delete the VM dir
+    ATTACH = "attach"  # TM clone/ln the disk marked ATTACH=YES, VMM attach_disk if running
+    DETACH = "detach"  # VMM detach_disk if running, TM mvds (persistent) and delete
+    SAVE_DISK = "save_disk"  # TM cpds: a stopped VM's disk (SAVE_AS) into a new image
 
 
 class Event(StrEnum):
@@ -131,6 +136,8 @@ class Event(StrEnum):
     REBOOT = "reboot"
     FINALIZE = "finalize"
     RESUBMIT = "resubmit"
+    ATTACH = "attach"  # a disk to a running VM (hotplug)
+    DETACH = "detach"
     # what the VMM poll reports (state letters a, p, e, d)
     POLL_RUNNING = "poll_running"
     POLL_SUSPENDED = "poll_suspended"
@@ -151,6 +158,8 @@ USER_ACTIONS = frozenset(
         Event.REBOOT,
         Event.FINALIZE,
         Event.RESUBMIT,
+        Event.ATTACH,
+        Event.DETACH,
     }
 )
 
@@ -191,6 +200,8 @@ TABLE: dict[tuple[VmState, LcmState, str], Transition] = {
     (A, L.UNKNOWN, E.RESTART): Transition(A, L.BOOT, S.BOOT),
     (V.STOPPED, _I, E.RESUME): Transition(V.PENDING, _I),
     (V.SUSPENDED, _I, E.RESUME): Transition(A, L.BOOT, S.RESTORE),
+    (A, L.RUNNING, E.ATTACH): Transition(A, L.HOTPLUG, S.ATTACH),
+    (A, L.RUNNING, E.DETACH): Transition(A, L.HOTPLUG, S.DETACH),
     # finalize: DONE at once; whatever is left on a host is cleaned up behind it
     (V.INIT, _I, E.FINALIZE): Transition(V.DONE, _I),
     (V.PENDING, _I, E.FINALIZE): Transition(V.DONE, _I),
@@ -225,6 +236,10 @@ TABLE: dict[tuple[VmState, LcmState, str], Transition] = {
     (A, L.EPILOG_STOP, failure(S.EPILOG_STOP)): Transition(V.FAILED, _I),
     (A, L.RUNNING, success(S.REBOOT)): Transition(A, L.RUNNING),
     (A, L.RUNNING, failure(S.REBOOT)): Transition(A, L.RUNNING),
+    (A, L.HOTPLUG, success(S.ATTACH)): Transition(A, L.RUNNING),
+    (A, L.HOTPLUG, failure(S.ATTACH)): Transition(A, L.RUNNING),
+    (A, L.HOTPLUG, success(S.DETACH)): Transition(A, L.RUNNING),
+    (A, L.HOTPLUG, failure(S.DETACH)): Transition(A, L.RUNNING),
     (A, L.CLEANUP, success(S.CLEANUP)): Transition(V.PENDING, _I),
     (A, L.CLEANUP, failure(S.CLEANUP)): Transition(V.PENDING, _I),
     # --- what the VMM poll says (only acted on in RUNNING or UNKNOWN) ---
@@ -245,7 +260,8 @@ TABLE[(A, L.CLEANUP, E.FINALIZE)] = Transition(V.DONE, _I)
 
 
 # The LCM state an ACTIVE VM is in while a step's work is due. A queued step whose VM has
-# moved on (finalized, resubmitted) is skipped; CLEANUP runs whatever the state.
+# moved on (finalized, resubmitted) is skipped; CLEANUP runs whatever the state. Disk
+# steps also run on a STOPPED VM (its files wait on the front-end; no state change).
 STEP_LCM: dict[Step, LcmState | None] = {
     Step.PROLOG: L.PROLOG,
     Step.PROLOG_RESUME: L.PROLOG_RESUME,
@@ -259,11 +275,17 @@ STEP_LCM: dict[Step, LcmState | None] = {
     Step.EPILOG_STOP: L.EPILOG_STOP,
     Step.REBOOT: L.RUNNING,
     Step.CLEANUP: None,
+    Step.ATTACH: L.HOTPLUG,
+    Step.DETACH: L.HOTPLUG,
+    Step.SAVE_DISK: L.LCM_INIT,  # never while ACTIVE: only on a STOPPED VM
 }
+DISK_STEPS = frozenset({Step.ATTACH, Step.DETACH, Step.SAVE_DISK})
 
 
 def step_is_due(step: Step, state: int, lcm: int) -> bool:
     """Whether a VM in (state, lcm) still waits for `step`."""
+    if step in DISK_STEPS and state == VmState.STOPPED:
+        return True
     expected = STEP_LCM[step]
     return expected is None or (state == VmState.ACTIVE and lcm == expected)
 

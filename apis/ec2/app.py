@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from contextlib import nullcontext
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -22,6 +23,7 @@ from apis.ec2 import auth, query, xml
 from apis.ec2.actions import Context, load
 from apis.ec2.errors import Ec2Error, auth_failure, from_domain
 from apis.ec2.throttle import Throttle
+from core import db
 from core.errors import CloudError, Unauthorized
 from core.service.context import Cloud
 from core.service.identity import caller_by_access_key
@@ -31,6 +33,9 @@ MAX_BODY = 4 * 1024 * 1024
 _REGION = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/")
 _QUERY_REGION = re.compile(r"[^/]+/\d{8}/([^/]+)/")
 HANDLERS = load()
+# Actions whose service calls only read: the whole request, authentication included, is one
+# unit of work (core.db.one_unit) instead of one per call
+ONE_UNIT = frozenset({"DescribeInstances"})
 
 
 def _xml(body: bytes, status: int = 200) -> Response:
@@ -64,27 +69,8 @@ def handle(cloud: Cloud, req: auth.SignedRequest, request_id: str,
         if not name:
             raise Ec2Error("MissingAction", "The request must contain the parameter Action")
         op = query.operation(name)
-        key = auth.access_key(req)
-        try:
-            caller, secret = caller_by_access_key(cloud, key)
-        except Unauthorized:
-            raise auth_failure() from None
-        auth.verify(req, secret)
-        throttle.take(key)
-        handler = HANDLERS.get(name)
-        if handler is None:
-            raise Ec2Error("UnsupportedOperation",
-                           f"The action {name} is not supported by this cloud yet.")
-        parsed = query.parse(op, [(k, v) for k, v in req.params if k not in query.ENVELOPE])
-        ctx = Context(cloud=cloud, caller=caller, region=_region(req, cloud.config.ec2_region),
-                      request_id=request_id, endpoint_host=req.host.split(":")[0],
-                      dry_run=bool(parsed.pop("DryRun", False)))
-        if ctx.dry_run and name.startswith("Describe"):
-            ctx.commit_point()
-        try:
-            result = handler(ctx, parsed)
-        except CloudError as exc:
-            raise from_domain(exc) from None
+        with db.one_unit(cloud.engine) if name in ONE_UNIT else nullcontext():
+            result = _act(cloud, req, request_id, throttle, name, op)
         return 200, xml.render(op, result, request_id=request_id, version=version)
     except Ec2Error as exc:
         return exc.status, xml.render_error(exc.code, exc.message, request_id=request_id)
@@ -92,6 +78,32 @@ def handle(cloud: Cloud, req: auth.SignedRequest, request_id: str,
         log.exception("EC2 internal error (request %s)", request_id)
         return 500, xml.render_error("InternalError", "An internal error has occurred "
                                      f"(request {request_id})", request_id=request_id)
+
+
+def _act(cloud: Cloud, req: auth.SignedRequest, request_id: str, throttle: Throttle, name: str,
+         op: Any) -> dict[str, Any]:
+    """Authenticate, parse and run the request's handler; its result, or Ec2Error."""
+    key = auth.access_key(req)
+    try:
+        caller, secret = caller_by_access_key(cloud, key)
+    except Unauthorized:
+        raise auth_failure() from None
+    auth.verify(req, secret)
+    throttle.take(key)
+    handler = HANDLERS.get(name)
+    if handler is None:
+        raise Ec2Error("UnsupportedOperation",
+                       f"The action {name} is not supported by this cloud yet.")
+    parsed = query.parse(op, [(k, v) for k, v in req.params if k not in query.ENVELOPE])
+    ctx = Context(cloud=cloud, caller=caller, region=_region(req, cloud.config.ec2_region),
+                  request_id=request_id, endpoint_host=req.host.split(":")[0],
+                  dry_run=bool(parsed.pop("DryRun", False)))
+    if ctx.dry_run and name.startswith("Describe"):
+        ctx.commit_point()
+    try:
+        return handler(ctx, parsed)
+    except CloudError as exc:
+        raise from_domain(exc) from None
 
 
 def make_endpoint(cloud: Cloud) -> Any:

@@ -15,7 +15,11 @@ PREFIXES = {
     "rule": ("sgr", "InvalidSecurityGroupRuleId"),
     "address": ("eipalloc", "InvalidAllocationID"),
     "association": ("eipassoc", "InvalidAssociationID"),
+    "volume": ("vol", "InvalidVolumeID"),
+    "snapshot": ("snap", "InvalidSnapshotID"),
 }
+# where EC2's NotFound code is not the Malformed one's stem
+_NOT_FOUND = {"volume": "InvalidVolume", "snapshot": "InvalidSnapshot"}
 _PATTERN = re.compile(r"([a-z]+)-([0-9a-f]{8,17})\Z")
 
 
@@ -33,6 +37,6 @@ def core(kind: str, text: str) -> int:
 
 
 def not_found(kind: str, text: str) -> Ec2Error:
-    _, code = PREFIXES[kind]
+    code = _NOT_FOUND.get(kind) or PREFIXES[kind][1]
     what = {"instance": "instance ID", "image": "image id", "keypair": "key pair"}.get(kind, kind)
     return Ec2Error(f"{code}.NotFound", f"The {what} '{text}' does not exist")

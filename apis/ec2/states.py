@@ -29,6 +29,7 @@ BY_LCM: dict[LcmState, tuple[int, str]] = {
     LcmState.RUNNING: RUNNING,
     LcmState.MIGRATE: RUNNING,
     LcmState.UNKNOWN: RUNNING,
+    LcmState.HOTPLUG: RUNNING,
     LcmState.SAVE_MIGRATE: RUNNING,
     LcmState.SAVE_STOP: STOPPING,
     LcmState.SAVE_SUSPEND: STOPPING,

@@ -52,7 +52,7 @@ def instance(info: VMInfo, *, region: str, launch_index: int,
         "Monitoring": {"State": "disabled"},
         "Architecture": "x86_64",
         "RootDeviceType": "instance-store",
-        "BlockDeviceMappings": [],
+        "BlockDeviceMappings": volume_mappings(tmpl, vm.stime),
         "VirtualizationType": "hvm",
         "Hypervisor": "xen",
         "ClientToken": tmpl.get("CLIENT_TOKEN") or "",
@@ -72,6 +72,23 @@ def instance(info: VMInfo, *, region: str, launch_index: int,
         item["StateReason"] = {"Code": "Server.InternalError" if vm.state == 7 else
                                "Client.UserInitiatedShutdown", "Message": vm.message}
     return item
+
+
+def volume_mappings(tmpl: template.Template, launched: float) -> list[dict[str, Any]]:
+    """The instance's volumes (persistent image disks other than the root) as EBS mappings."""
+    out = []
+    image_disks = [d for d in tmpl.vectors("DISK") if d.get("IMAGE_ID", "").isdigit()]
+    for disk in image_disks[1:]:
+        if disk.get("CLONE", "YES").upper() != "NO":
+            continue
+        status = "attaching" if disk.get("ATTACH") else "detaching" if disk.get("DETACH") \
+            else "attached"
+        stamp = disk.get("ATTACH_TIME", "")
+        out.append({"DeviceName": "/dev/" + disk.get("TARGET", ""), "Ebs": {
+            "VolumeId": ids.public("volume", int(disk["IMAGE_ID"])), "Status": status,
+            "AttachTime": when(int(stamp) if stamp.isdigit() else launched),
+            "DeleteOnTermination": False}})
+    return out
 
 
 def reservations(infos: Sequence[VMInfo], *, owner: str, region: str,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterable
 
+from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from core.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
@@ -45,14 +48,26 @@ def check_password(cloud: Cloud, *, name: str, password: str) -> Caller:
     return Caller(uid=user.id, gid=user.gid, name=user.name)
 
 
+_USERS = User.__table__.c  # type: ignore[attr-defined]  # SQLModel does not type __table__
+_GROUPS = Group.__table__.c  # type: ignore[attr-defined]
+# Built once: every EC2 request runs it, and building a statement costs more than running it
+_BY_ACCESS_KEY = sa_select(_USERS.id, _USERS.gid, _USERS.name, _USERS.enabled,
+                           _USERS.ec2_secret_key).where(_USERS.ec2_access_key == bindparam("key"))
+_USER_NAMES = sa_select(_USERS.id, _USERS.name).where(_USERS.id.in_(bindparam("ids", expanding=True)))
+_GROUP_NAMES = sa_select(_GROUPS.id, _GROUPS.name).where(
+    _GROUPS.id.in_(bindparam("ids", expanding=True)))
+
+
 def caller_by_access_key(cloud: Cloud, access_key: str) -> tuple[Caller, str]:
-    """The caller owning an EC2 access key, and its secret (for signature checks)."""
+    """The caller owning an EC2 access key, and its secret (for signature checks).
+
+    Read from the database on every call, never cached: a deleted or disabled user, or a
+    rotated secret, is refused from the next request on."""
     with cloud.session() as s:
-        user = s.exec(select(User).where(User.ec2_access_key == access_key)).first()
-    if user is None or not user.enabled:
+        row = s.connection().execute(_BY_ACCESS_KEY, {"key": access_key}).first()
+    if row is None or not row.enabled:
         raise Unauthorized("unknown access key")
-    assert user.id is not None
-    return Caller(uid=user.id, gid=user.gid, name=user.name), user.ec2_secret_key
+    return Caller(uid=row.id, gid=row.gid, name=row.name), str(row.ec2_secret_key)
 
 
 def bootstrap(cloud: Cloud, *, admin_password: str) -> None:
@@ -214,6 +229,15 @@ def names(session: Session) -> tuple[dict[int, str], dict[int, str]]:
     """uid -> user name and gid -> group name, for rendering owners."""
     users = {u.id: u.name for u in session.exec(select(User)) if u.id is not None}
     groups = {g.id: g.name for g in session.exec(select(Group)) if g.id is not None}
+    return users, groups
+
+
+def names_of(session: Session, *, uids: Iterable[int],
+             gids: Iterable[int]) -> tuple[dict[int, str], dict[int, str]]:
+    """`names`, for these users and groups only."""
+    conn = session.connection()
+    users = {row.id: row.name for row in conn.execute(_USER_NAMES, {"ids": sorted(set(uids))})}
+    groups = {row.id: row.name for row in conn.execute(_GROUP_NAMES, {"ids": sorted(set(gids))})}
     return users, groups
 
 

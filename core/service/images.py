@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 
 from core import template
 from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from core.models import DEFAULT_DATASTORE_ID, SYSTEM_DATASTORE_ID, Datastore, Image, VMTemplate
+from core.service import tokens
 from core.service.access import ALL, fetch, id_range, restrict
 from core.service.context import Caller, Cloud
 from core.service.transitions import IMAGE_READY, IMAGE_USED
@@ -34,9 +37,12 @@ def _name(tmpl: template.Template, kind: str) -> str:
 
 
 def create_image(cloud: Cloud, caller: Caller, *, text: str,
-                 datastore_id: int = DEFAULT_DATASTORE_ID) -> int:
+                 datastore_id: int = DEFAULT_DATASTORE_ID, name_from_id: str = "",
+                 token: str = "", fingerprint: str = "") -> int:
+    """Register an image. Without a NAME, `name_from_id` (a format string with `{id}`)
+    names it after its id. With a `token` the call is idempotent (core.service.tokens)."""
     tmpl = template.parse(text)
-    name = _name(tmpl, "image")
+    name = (tmpl.get("NAME") or "").strip() if name_from_id else _name(tmpl, "image")
     type_name = (tmpl.get("TYPE") or "OS").upper()
     if type_name not in IMAGE_TYPES:
         raise InvalidRequest(f"image TYPE must be one of {', '.join(IMAGE_TYPES)}, not {type_name}")
@@ -53,24 +59,73 @@ def create_image(cloud: Cloud, caller: Caller, *, text: str,
     if path and not path.startswith(("http://", "https://")) and Path(path).is_file():
         size_mb = size_mb or max(1, Path(path).stat().st_size >> 20)
     persistent = (tmpl.get("PERSISTENT") or "NO").upper() in ("YES", "TRUE", "1")
-    with cloud.session() as s:
-        ds = s.get(Datastore, datastore_id)
-        if ds is None:
-            raise NotFound("datastore", datastore_id)
-        if ds.system:
-            raise InvalidRequest(f"datastore {ds.name} is a system datastore; images go elsewhere")
-        dup = s.exec(select(Image).where(Image.uid == caller.uid, Image.name == name)).first()
-        if dup is not None:
-            raise Conflict(f"you already have an image named {name} (id {dup.id})")
-        image = Image(
-            name=name, uid=caller.uid, gid=caller.gid, type=IMAGE_TYPES[type_name],
-            persistent=persistent, path=path, source=source, size_mb=size_mb,
-            fstype=tmpl.get("FSTYPE") or "", datastore_id=datastore_id, template=tmpl.dumps(),
-        )
-        s.add(image)
-        s.flush()
-        assert image.id is not None
-        return image.id
+    if token:
+        done = tokens.earlier(cloud, caller, token=token, kind="image", fingerprint=fingerprint)
+        if done is not None:
+            return done.first_id
+    try:
+        with cloud.session() as s:
+            request = tokens.record(s, caller, token=token, kind="image",
+                                    fingerprint=fingerprint) if token else None
+            ds = s.get(Datastore, datastore_id)
+            if ds is None:
+                raise NotFound("datastore", datastore_id)
+            if ds.system:
+                raise InvalidRequest(f"datastore {ds.name} is a system datastore; images go "
+                                     "elsewhere")
+            if name:
+                dup = s.exec(select(Image).where(Image.uid == caller.uid,
+                                                 Image.name == name)).first()
+                if dup is not None:
+                    raise Conflict(f"you already have an image named {name} (id {dup.id})")
+            if not source:  # an empty datablock: its place in the datastore (OpenNebula's SOURCE)
+                source = f"{ds.base_path}/{uuid.uuid4().hex}"
+            image = Image(
+                name=name or f"~{uuid.uuid4().hex}", uid=caller.uid, gid=caller.gid,
+                type=IMAGE_TYPES[type_name], persistent=persistent, path=path, source=source,
+                size_mb=size_mb, fstype=tmpl.get("FSTYPE") or "", datastore_id=datastore_id,
+                template=tmpl.dumps(),
+            )
+            s.add(image)
+            s.flush()
+            assert image.id is not None
+            if not name:
+                image.name = name_from_id.format(id=image.id)
+                tmpl.set("NAME", image.name)
+                image.template = tmpl.dumps()
+            if request is not None:
+                request.first_id = image.id
+                s.add(request)
+            return image.id
+    except IntegrityError:
+        if token:
+            done = tokens.earlier(cloud, caller, token=token, kind="image",
+                                  fingerprint=fingerprint)
+            if done is not None:
+                return done.first_id
+        raise
+
+
+def clone_image(cloud: Cloud, caller: Caller, *, image_id: int, changes: template.Template,
+                name_from_id: str = "", token: str = "", fingerprint: str = "") -> int:
+    """A new image with the original's contents, kind and size, plus `changes` (NAME,
+    PERSISTENT, TYPE, SIZE, other attributes). OpenNebula 4's one.image.clone.
+
+    The copy shares the original's SOURCE until datastore drivers copy image files (the
+    real-hosts issue adds them); every other attribute is the clone's own."""
+    original = get_image(cloud, caller, image_id=image_id)
+    if original.state not in (IMAGE_READY, IMAGE_USED):
+        raise InvalidRequest(f"image {original.name} is not ready to be copied")
+    spec = template.Template([
+        ("TYPE", next(k for k, v in IMAGE_TYPES.items() if v == original.type)),
+        ("SOURCE", original.source), ("SIZE", str(original.size_mb)),
+        ("PERSISTENT", "YES" if original.persistent else "NO"),
+    ])
+    if original.fstype:
+        spec.set("FSTYPE", original.fstype)
+    spec.merge(changes)
+    return create_image(cloud, caller, text=spec.dumps(), datastore_id=original.datastore_id,
+                        name_from_id=name_from_id, token=token, fingerprint=fingerprint)
 
 
 def get_image(cloud: Cloud, caller: Caller, *, image_id: int) -> Image:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, delete, select
 
 from core.errors import InvalidRequest
@@ -74,9 +75,12 @@ def tags_of(session: Session, kind: str, ids: Iterable[int]) -> dict[int, dict[s
     found: dict[int, dict[str, str]] = {}
     if not wanted:
         return found
-    query = select(Tag).where(Tag.kind == kind)
-    if len(wanted) <= 500:
-        query = query.where(col(Tag.object_id).in_(wanted))
-    for tag in session.exec(query):
+    query = _TAGS_OF if len(wanted) <= 500 else _TAGS_OF_KIND
+    for tag in session.exec(query, params={"kind": kind, "ids": wanted}):
         found.setdefault(tag.object_id, {})[tag.key] = tag.value
     return found
+
+
+# Built once (front doors render tags on every listing): building costs more than running
+_TAGS_OF_KIND = select(Tag).where(Tag.kind == bindparam("kind"))
+_TAGS_OF = _TAGS_OF_KIND.where(col(Tag.object_id).in_(bindparam("ids", expanding=True)))

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
+from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select, update
+from sqlmodel.sql.expression import SelectOfScalar
 
 from core import expr, lifecycle, template
 from core.errors import (
-    Conflict,
     Forbidden,
-    IdempotencyMismatch,
     InvalidRequest,
     InvalidState,
     NotFound,
@@ -26,14 +27,14 @@ from core.models import (
     Host,
     Image,
     LogEntry,
-    RequestToken,
 )
+from core.service import disks as disks_service
 from core.service import images as image_service
+from core.service import tokens
 from core.service.access import ALL, fetch, id_range, restrict
 from core.service.context import DISPATCHER, SCHEDULER, Caller, Cloud, vm_log
-from core.service.identity import names
+from core.service.identity import names, names_of
 from core.service.transitions import (
-    IMAGE_READY,
     IMAGE_USED,
     apply,
     deploy_event,
@@ -92,17 +93,7 @@ def _resolve_disks(session: Session, caller: Caller, tmpl: template.Template) ->
             if image is None:
                 raise NotFound("image", disk["IMAGE"])
         if image is not None:
-            if image.state not in (IMAGE_READY, IMAGE_USED):
-                raise InvalidState(f"image {image.name} is not READY", "use")
-            if image.persistent and image.running_vms > 0:
-                raise Conflict(f"persistent image {image.name} is already used by a VM")
-            disk["IMAGE_ID"] = str(image.id)
-            disk["IMAGE"] = image.name
-            disk["SOURCE"] = image.source
-            disk["TYPE"] = {0: "DISK", 1: "CDROM", 2: "DISK"}.get(image.type, "DISK")
-            disk["CLONE"] = "NO" if image.persistent else "YES"
-            disk["SAVE"] = "YES" if image.persistent else disk.get("SAVE", "NO")
-            disk["READONLY"] = "YES" if image.type == 1 else disk.get("READONLY", "NO")
+            disks_service.fill_from_image(disk, image)
             used.append(image)
         else:
             kind = disk.get("TYPE", "").lower()
@@ -113,6 +104,9 @@ def _resolve_disks(session: Session, caller: Caller, tmpl: template.Template) ->
                 raise InvalidRequest(f"DISK {disk_id} needs IMAGE, IMAGE_ID, SOURCE or TYPE=swap/fs")
         disk["DISK_ID"] = str(disk_id)
         disk.setdefault("TARGET", "hd" + next(targets))
+    context = tmpl.vector("CONTEXT")
+    if context is not None:
+        context["DISK_ID"] = str(len(disks))  # the context CD comes after the disks
     return used
 
 
@@ -145,11 +139,8 @@ def create_vms(cloud: Cloud, caller: Caller, *, text: str, count: int = 1, hold:
             return done
     try:
         with cloud.session() as s:
-            if token:
-                request = RequestToken(uid=caller.uid, token=token, fingerprint=fingerprint,
-                                       kind="vm", count=count)
-                s.add(request)
-                s.flush()  # a concurrent twin fails here (unique uid+token)
+            request = tokens.record(s, caller, token=token, kind="vm", fingerprint=fingerprint,
+                                    count=count) if token else None
             ids = [_create_one(s, caller, tmpl, hold=hold, memory=int(memory), cpu=cpu,
                                requirements=requirements, rank=rank) for _ in range(count)]
             for vm_id in ids:
@@ -157,7 +148,7 @@ def create_vms(cloud: Cloud, caller: Caller, *, text: str, count: int = 1, hold:
                 assert row is not None
                 row.batch = ids[0]
                 s.add(row)
-            if token:
+            if request is not None:
                 request.first_id = ids[0]
                 s.add(request)
     except IntegrityError:
@@ -171,14 +162,10 @@ def create_vms(cloud: Cloud, caller: Caller, *, text: str, count: int = 1, hold:
 
 
 def _earlier(cloud: Cloud, caller: Caller, token: str, fingerprint: str) -> list[int] | None:
+    request = tokens.earlier(cloud, caller, token=token, kind="vm", fingerprint=fingerprint)
+    if request is None:
+        return None
     with cloud.session() as s:
-        request = s.exec(select(RequestToken).where(
-            RequestToken.uid == caller.uid, RequestToken.token == token)).first()
-        if request is None:
-            return None
-        if request.fingerprint != fingerprint:
-            raise IdempotencyMismatch(
-                f"the token {token!r} was already used for a different request")
         rows = s.exec(select(VM.id).where(VM.batch == request.first_id).order_by(col(VM.id)))
         return [vm_id for vm_id in rows if vm_id is not None]
 
@@ -282,33 +269,47 @@ def list_vms(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1, 
 
     `done_since` (with state -2) keeps DONE VMs only if they ended at or after it; `ids`
     restricts the listing to those VMs."""
+    query = _vm_query(caller, flag, start, end, state, done_since is not None, ids is not None)
     with cloud.session() as s:
-        query = id_range(restrict(select(VM), VM, caller, flag), VM, start, end)
-        if state == -1:
-            query = query.where(col(VM.state) != VmState.DONE)
-        elif state >= 0:
-            query = query.where(VM.state == state)
-        elif state != -2:
-            raise InvalidRequest(f"invalid state filter {state}")
-        if done_since is not None:
-            query = query.where((col(VM.state) != VmState.DONE) | (col(VM.etime) >= done_since))
-        if ids is not None:
-            query = query.where(col(VM.id).in_(list(ids)))
-        vms = list(s.exec(query.order_by(col(VM.id))))
+        vms = list(s.exec(query, params={"since": done_since, "ids": list(ids or ())}))
         histories: dict[int, list[History]] = {}
         if vms:
-            ids = [v.id for v in vms]
-            hq = select(History).where(col(History.vm_id).in_(ids)).order_by(col(History.seq))
-            if len(ids) > 900:  # many VMs: one scan is cheaper than a huge IN list
-                hq = select(History).order_by(col(History.seq))
-            for h in s.exec(hq):
+            found = [v.id for v in vms]
+            # many VMs: one scan is cheaper than a huge IN list
+            hq = _ALL_HISTORY if len(found) > 900 else _HISTORY
+            for h in s.exec(hq, params={"ids": found}):
                 histories.setdefault(h.vm_id, []).append(h)
-        users, groups = names(s)
+        users, groups = names_of(s, uids=[v.uid for v in vms], gids=[v.gid for v in vms])
         return [
             VMInfo(v, histories.get(v.id or 0, []), users.get(v.uid, str(v.uid)),
                    groups.get(v.gid, str(v.gid)))
             for v in vms
         ]
+
+
+@lru_cache(maxsize=512)
+def _vm_query(caller: Caller, flag: int, start: int, end: int, state: int, since: bool,
+              ids: bool) -> SelectOfScalar[VM]:
+    """list_vms' statement for one caller and filter shape, built once: building it costs
+    more than running it. `since` and `ids` are bound at run time."""
+    query = id_range(restrict(select(VM), VM, caller, flag), VM, start, end)
+    if state == -1:
+        query = query.where(col(VM.state) != VmState.DONE)
+    elif state >= 0:
+        query = query.where(VM.state == state)
+    elif state != -2:
+        raise InvalidRequest(f"invalid state filter {state}")
+    if since:
+        query = query.where((col(VM.state) != VmState.DONE)
+                            | (col(VM.etime) >= bindparam("since")))
+    if ids:
+        query = query.where(col(VM.id).in_(bindparam("ids", expanding=True)))
+    return query.order_by(col(VM.id))
+
+
+_HISTORY = select(History).where(col(History.vm_id).in_(bindparam("ids", expanding=True))
+                                 ).order_by(col(History.seq))
+_ALL_HISTORY = select(History).order_by(col(History.seq))
 
 
 def vm_log_entries(cloud: Cloud, caller: Caller, *, vm_id: int, after: int = 0) -> list[LogEntry]:

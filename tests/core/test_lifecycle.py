@@ -48,6 +48,9 @@ EXPECTED_USER = {
         (V.ACTIVE, L.UNKNOWN): (V.ACTIVE, L.BOOT, S.BOOT),
     },
     E.REBOOT: {(V.ACTIVE, L.RUNNING): (V.ACTIVE, L.RUNNING, S.REBOOT)},
+    # disk hotplug (OpenNebula 3.6+); a stopped VM's disks change without a transition
+    E.ATTACH: {(V.ACTIVE, L.RUNNING): (V.ACTIVE, L.HOTPLUG, S.ATTACH)},
+    E.DETACH: {(V.ACTIVE, L.RUNNING): (V.ACTIVE, L.HOTPLUG, S.DETACH)},
     E.FINALIZE: {
         **{(s, I): (V.DONE, I, None) for s in (V.INIT, V.PENDING, V.HOLD)},
         **{(s, I): (V.DONE, I, S.CLEANUP) for s in (V.STOPPED, V.SUSPENDED, V.FAILED)},
@@ -121,6 +124,8 @@ FAILURES = {
     (L.SAVE_SUSPEND, S.SAVE_SUSPEND): (V.ACTIVE, L.RUNNING),
     (L.RUNNING, S.REBOOT): (V.ACTIVE, L.RUNNING),
     (L.CLEANUP, S.CLEANUP): (V.PENDING, I),
+    (L.HOTPLUG, S.ATTACH): (V.ACTIVE, L.RUNNING),
+    (L.HOTPLUG, S.DETACH): (V.ACTIVE, L.RUNNING),
 }
 
 
@@ -171,6 +176,7 @@ def test_numbers_are_opennebulas() -> None:
     assert [s.value for s in VmState] == list(range(8))
     assert LcmState.RUNNING == 3 and LcmState.EPILOG == 11 and LcmState.UNKNOWN == 16
     assert LcmState.CLEANUP == 15 and LcmState.FAILURE == 14
+    assert LcmState.HOTPLUG == 17  # 3.6's number
 
 
 def test_table_has_no_row_outside_the_expectations() -> None:
@@ -198,3 +204,16 @@ def test_every_step_is_due_exactly_in_the_state_its_transition_leads_to() -> Non
     for (_state, _lcm, _event), move in TABLE.items():
         if move.step is not None:
             assert step_is_due(move.step, move.state, move.lcm), (move, _event)
+
+
+def test_disk_steps_run_on_stopped_vms_and_in_hotplug_only() -> None:
+    from core.lifecycle import step_is_due
+
+    for step in (S.ATTACH, S.DETACH, S.SAVE_DISK):
+        assert step_is_due(step, V.STOPPED, I)
+        assert not step_is_due(step, V.PENDING, I)
+        assert not step_is_due(step, V.DONE, I)
+        assert not step_is_due(step, V.ACTIVE, L.RUNNING)
+    assert step_is_due(S.ATTACH, V.ACTIVE, L.HOTPLUG)
+    assert step_is_due(S.DETACH, V.ACTIVE, L.HOTPLUG)
+    assert not step_is_due(S.SAVE_DISK, V.ACTIVE, L.HOTPLUG)

@@ -46,6 +46,14 @@ def action(name: str) -> Callable[[Handler], Handler]:
 
 def load() -> dict[str, Handler]:
     """Import every action module (they register themselves) and return the table."""
-    from apis.ec2.actions import addresses, images, instances, keys, misc, network  # noqa: F401
+    from apis.ec2.actions import (  # noqa: F401
+        addresses,
+        images,
+        instances,
+        keys,
+        misc,
+        network,
+        volumes,
+    )
 
     return HANDLERS

@@ -6,11 +6,13 @@ from typing import Any
 
 from apis.ec2 import filters, ids, views
 from apis.ec2.actions import Context, action
+from apis.ec2.actions.instances import one_instance
 from apis.ec2.errors import Ec2Error, invalid_value
 from core import template
 from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from core.lifecycle import VmState
 from core.models import Image
-from core.service import images, tags
+from core.service import disks, images, tags
 from core.service.access import MINE
 
 IMAGE_FILTERS = {
@@ -46,9 +48,12 @@ def describe_images(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 def _own(ctx: Context, public_id: str) -> Image:
     try:
-        return images.get_image(ctx.cloud, ctx.caller, image_id=ids.core("image", public_id))
+        row = images.get_image(ctx.cloud, ctx.caller, image_id=ids.core("image", public_id))
     except (NotFound, Forbidden):
         raise ids.not_found("image", public_id) from None
+    if row.type != 0:  # volumes and snapshots are images of the core, not AMIs
+        raise ids.not_found("image", public_id)
+    return row
 
 
 @action("RegisterImage")
@@ -105,3 +110,34 @@ def describe_image_attribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         raise invalid_value("Attribute", name, f"supported: {', '.join(sorted(values))}")
     member, value = values[name]
     return {"ImageId": p["ImageId"], member: value}
+
+
+@action("CreateImage")
+def create_image(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """Save a stopped instance's root disk as a new AMI (pending until the copy is done)."""
+    info = one_instance(ctx, p["InstanceId"])
+    if not 3 <= len(p["Name"]) <= 128:
+        raise invalid_value("Name", p["Name"], "it must be 3 to 128 characters long")
+    if info.vm.state != VmState.STOPPED:
+        raise Ec2Error("IncorrectInstanceState", f"The instance '{p['InstanceId']}' is not "
+                       "stopped: CreateImage saves a stopped instance's disk (stop it first)")
+    root = next((d for d in template.parse(info.vm.template).vectors("DISK")
+                 if d.get("IMAGE_ID", "").isdigit()), None)
+    if root is None:
+        raise Ec2Error("InvalidParameterValue", f"The instance '{p['InstanceId']}' has no "
+                       "image-backed disk to save")
+    image_tags = {t["Key"]: t.get("Value", "") for spec in p.get("TagSpecifications", [])
+                  for t in spec.get("Tags", [])}
+    ctx.commit_point()
+    try:
+        image_id = disks.save_disk(ctx.cloud, ctx.caller, vm_id=info.vm.id or 0,
+                                   disk_id=int(root.get("DISK_ID", "0")), name=p["Name"],
+                                   description=p.get("Description") or "")
+    except Conflict as exc:
+        if "already have an image" in str(exc):
+            raise Ec2Error("InvalidAMIName.Duplicate", f"AMI name {p['Name']} is already in "
+                           "use by an AMI you own") from None
+        raise Ec2Error("IncorrectInstanceState", str(exc)) from None
+    if image_tags:
+        tags.set_tags(ctx.cloud, ctx.caller, kind="image", ids=[image_id], tags=image_tags)
+    return {"ImageId": ids.public("image", image_id)}

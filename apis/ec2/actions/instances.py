@@ -169,7 +169,8 @@ def run_instances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         raise Ec2Error("MissingParameter", "The request must contain the parameter ImageId")
     image_id = ids.core("image", image_ref)
     try:
-        images.get_image(ctx.cloud, ctx.caller, image_id=image_id)
+        if images.get_image(ctx.cloud, ctx.caller, image_id=image_id).type != 0:
+            raise NotFound("image", image_ref)  # volumes and snapshots are not AMIs
     except (NotFound, Forbidden):
         raise ids.not_found("image", image_ref) from None
     tmpl.add("DISK", {"IMAGE_ID": str(image_id)})
@@ -317,13 +318,14 @@ def describe_instance_types(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     return {"InstanceTypes": [i for i in items if matches(i)]}
 
 
-def _one(ctx: Context, public_id: str) -> VMInfo:
+def one_instance(ctx: Context, public_id: str) -> VMInfo:
+    """The caller's instance behind a public id (InvalidInstanceID.NotFound otherwise)."""
     return _lookup(ctx, [public_id])[0]
 
 
 @action("DescribeInstanceAttribute")
 def describe_instance_attribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    info = _one(ctx, p["InstanceId"])
+    info = one_instance(ctx, p["InstanceId"])
     tmpl = template.parse(info.vm.template)
     context = tmpl.vector("CONTEXT") or {}
     values: dict[str, tuple[str, Any]] = {
@@ -334,9 +336,12 @@ def describe_instance_attribute(ctx: Context, p: dict[str, Any]) -> dict[str, An
         "instanceInitiatedShutdownBehavior": ("InstanceInitiatedShutdownBehavior",
                                               {"Value": "stop"}),
         "rootDeviceName": ("RootDeviceName", {"Value": "/dev/sda1"}),
-        "blockDeviceMapping": ("BlockDeviceMappings", []),
+        "blockDeviceMapping": ("BlockDeviceMappings",
+                               views.volume_mappings(tmpl, info.vm.stime)),
         "productCodes": ("ProductCodes", []),
-        "groupSet": ("Groups", []),
+        "groupSet": ("Groups", [{"GroupId": g["GroupId"], "GroupName": g.get("GroupName", "")}
+                                for g in _reservations(ctx, [info])[0]["Instances"][0]
+                                ["SecurityGroups"]]),
         "sourceDestCheck": ("SourceDestCheck", {"Value": True}),
         "ebsOptimized": ("EbsOptimized", {"Value": False}),
         "kernel": ("KernelId", {"Value": ""}),
@@ -352,7 +357,7 @@ def describe_instance_attribute(ctx: Context, p: dict[str, Any]) -> dict[str, An
 @action("ModifyInstanceAttribute")
 def modify_instance_attribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     """Only the instance type can change (while the instance is stopped)."""
-    info = _one(ctx, p["InstanceId"])
+    info = one_instance(ctx, p["InstanceId"])
     new_type = (p.get("InstanceType") or {}).get("Value")
     if p.get("Attribute") == "instanceType":
         new_type = p.get("Value")
@@ -375,7 +380,7 @@ def modify_instance_attribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]
 def get_console_output(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     """The guest's serial console as the hypervisor driver captured it (empty until the
     driver writes one: the dummy driver has no console)."""
-    info = _one(ctx, p["InstanceId"])
+    info = one_instance(ctx, p["InstanceId"])
     text = vms.console(ctx.cloud, ctx.caller, vm_id=info.vm.id or 0)
     return {"InstanceId": p["InstanceId"], "Timestamp": views.when(time.time()),
             "Output": base64.b64encode(text.encode()).decode() if text else ""}

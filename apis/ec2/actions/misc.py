@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from apis.ec2 import filters, ids, views
-from apis.ec2.actions import Context, action
+from apis.ec2.actions import Context, action, volumes
 from apis.ec2.errors import Ec2Error, invalid_value
 from core.errors import Forbidden, NotFound
-from core.service import tags
+from core.service import images, tags
+from core.service.access import MINE
 
 
 @action("DescribeRegions")
@@ -74,10 +75,13 @@ def describe_subnets(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 # --- tags ---
 
+# public prefix -> (core kind, ids kind); volumes and snapshots are images of the core
 KINDS = {"i": ("vm", "instance"), "ami": ("image", "image"), "key": ("keypair", "keypair"),
-         "sg": ("secgroup", "secgroup"), "eipalloc": ("address", "address")}
-RESOURCE_TYPES = {"vm": "instance", "image": "image", "keypair": "key-pair",
-                  "secgroup": "security-group", "address": "elastic-ip"}
+         "sg": ("secgroup", "secgroup"), "eipalloc": ("address", "address"),
+         "vol": ("image", "volume"), "snap": ("image", "snapshot")}
+RESOURCE_TYPES = {"instance": "instance", "image": "image", "keypair": "key-pair",
+                  "secgroup": "security-group", "address": "elastic-ip", "volume": "volume",
+                  "snapshot": "snapshot"}
 
 
 def _resources(ctx: Context, public_ids: list[str]) -> dict[str, list[int]]:
@@ -85,7 +89,8 @@ def _resources(ctx: Context, public_ids: list[str]) -> dict[str, list[int]]:
     for text in public_ids:
         prefix = text.split("-", 1)[0]
         if prefix not in KINDS:
-            raise invalid_value("ResourceId", text, "tags go on instances, images and key pairs")
+            raise invalid_value("ResourceId", text, "tags go on instances, images, volumes, "
+                                "snapshots, key pairs, security groups and elastic IPs")
         kind, public_kind = KINDS[prefix]
         by_kind.setdefault(kind, []).append(ids.core(public_kind, text))
     return by_kind
@@ -117,11 +122,18 @@ def delete_tags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action("DescribeTags")
 def describe_tags(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    prefix = {"vm": "instance", "image": "image", "keypair": "keypair", "secgroup": "secgroup",
-              "address": "address"}
-    items = [{"ResourceId": ids.public(prefix[t.kind], t.object_id),
-              "ResourceType": RESOURCE_TYPES[t.kind], "Key": t.key, "Value": t.value}
-             for t in tags.list_tags(ctx.cloud, ctx.caller) if t.uid == ctx.caller.uid]
+    public_kind = {"vm": "instance", "keypair": "keypair", "secgroup": "secgroup",
+                   "address": "address"}
+    found = [t for t in tags.list_tags(ctx.cloud, ctx.caller) if t.uid == ctx.caller.uid]
+    image_kinds: dict[int | None, str] = {}
+    if any(t.kind == "image" for t in found):
+        image_kinds = {r.id: volumes.kind_of(r)
+                       for r in images.list_images(ctx.cloud, ctx.caller, flag=MINE)}
+    items = []
+    for t in found:
+        kind = image_kinds.get(t.object_id, "image") if t.kind == "image" else public_kind[t.kind]
+        items.append({"ResourceId": ids.public(kind, t.object_id),
+                      "ResourceType": RESOURCE_TYPES[kind], "Key": t.key, "Value": t.value})
     matches = filters.compile_filters(p.get("Filters", []), {
         "resource-id": filters.field("ResourceId"), "resource-type": filters.field("ResourceType"),
         "key": filters.field("Key"), "value": filters.field("Value")})

@@ -7,7 +7,8 @@ Outcomes are scripted from the TEMPLATE of the document on stdin (VM or host):
   DUMMY_DELAY_DEPLOY = 2          this action sleeps first (wins over DUMMY_DELAY)
   DUMMY_POLL_STATE = e            poll reports this STATE letter
 VM state lives in <DS_LOCATION>/0/<vmid>/dummy.json:
-  {"state": "running"|"saved"|"off", "deploys": n, "actions": [every call but poll]}
+  {"state": "running"|"saved"|"off", "deploys": n, "actions": [every call but poll],
+   "disks": {target: path of each hot-plugged disk}}
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ VMM_ARGS = {
     "save": "<deploy_id> <checkpoint> <host>",
     "restore": "<checkpoint> <host>",
     "migrate": "<deploy_id> <dest> <host>",
+    "attach_disk": "<deploy_id> <path> <target> <disk_id>",
+    "detach_disk": "<deploy_id> <path> <target> <disk_id>",
 }
 # Minimum positional arguments of the 3.4 TM actions (4.x appends <vmid> <dsid>).
 TM_ARGS = {
@@ -51,6 +54,7 @@ TM_ARGS = {
     "delete": "host:PATH",
     "mv": "SRC_HOST:PATH DST_HOST:PATH",
     "mvds": "host:DISK SOURCE",
+    "cpds": "host:DISK SOURCE",
 }
 
 
@@ -201,6 +205,10 @@ def transition(action: str, state: dict[str, Any], argv: list[str], vmid: str) -
             state["checkpoint"] = argv[1]
     elif action == "migrate":
         state["migrated_to"] = argv[1]
+    elif action == "attach_disk":  # idempotent, as the core retries after a crash
+        state.setdefault("disks", {})[argv[2]] = argv[1]
+    elif action == "detach_disk":
+        state.setdefault("disks", {}).pop(argv[2], None)
     return ""
 
 
