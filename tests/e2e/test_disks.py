@@ -233,3 +233,31 @@ def test_another_users_vm_and_image_are_out_of_reach(nubo: LiveNubo) -> None:
     ok, message, _ = theirs.one.vm.detach("mallory:pw", vm_id, 0)[:3]
     assert not ok and "not authorized" in message
     nubo.cli("vm", "cancel", str(vm_id))
+
+
+def test_the_cli(nubo: LiveNubo) -> None:
+    vm_id = running_vm(nubo)
+    volume(nubo, "cli-data")
+    out = nubo.cli("vm", "disk-attach", str(vm_id), "cli-data", "--target", "vdb", "--wait")
+    assert out.stdout.strip() == "DISK_ID: 2 (target vdb)"
+    table = nubo.cli("vm", "disks", str(vm_id)).stdout.splitlines()
+    assert table[0].split() == ["ID", "TARGET", "TYPE", "IMAGE", "SIZE", "PERSISTENT", "BUSY"]
+    assert table[-1].split() == ["2", "vdb", "DISK", "cli-data", "16M", "yes", "-"]
+    rows = json.loads(nubo.cli("vm", "disks", str(vm_id), "--json").stdout)
+    assert [(r["disk_id"], r["target"], r["persistent"]) for r in rows] == \
+        [(0, "hda", False), (2, "vdb", True)]
+    failed = nubo.cli("vm", "disk-attach", str(vm_id), "cli-data", check=False)
+    assert failed.returncode == 1 and "already used by a VM" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    nubo.cli("vm", "disk-detach", str(vm_id), "2", "--wait")
+    assert [r["disk_id"] for r in json.loads(
+        nubo.cli("vm", "disks", str(vm_id), "--json").stdout)] == [0]
+    nubo.cli("vm", "stop", str(vm_id), "--wait")
+    nubo.cli("vm", "disk-attach", str(vm_id), "cli-data", "--wait")
+    saved = json.loads(nubo.cli("vm", "disk-saveas", str(vm_id), "2", "cli-copy", "--type",
+                                "DATABLOCK", "--wait", "--json").stdout)
+    assert image_doc(nubo, saved["id"]).findtext("STATE") == "1"
+    usage = nubo.cli("vm", "disk-saveas", str(vm_id), "two", "x", check=False)
+    assert usage.returncode == 1 and "invalid int value" in usage.stderr
+    assert "disk-attach" in nubo.cli("vm", "--help").stdout
+    nubo.cli("vm", "delete", str(vm_id))

@@ -274,6 +274,10 @@ def detach_volume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if p.get("Device") and p["Device"].removeprefix("/dev/") != disk.get("TARGET"):
         raise Ec2Error("InvalidAttachment.NotFound", f"Volume '{p['VolumeId']}' is not attached "
                        f"as {p['Device']}")
+    if disk.get("ATTACH") or disk.get("DETACH"):
+        state = "attaching" if disk.get("ATTACH") else "detaching"
+        raise Ec2Error("IncorrectState", f"Volume '{p['VolumeId']}' is {state}; try again when "
+                       "that is done")
     ctx.commit_point()
     try:
         disks.detach_disk(ctx.cloud, ctx.caller, vm_id=vm.id or 0,

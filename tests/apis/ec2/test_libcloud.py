@@ -18,9 +18,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from libcloud.common.types import InvalidCredsError
-from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeSize
+from libcloud.compute.base import Node, NodeDriver, NodeImage, NodeSize, StorageVolume
 from libcloud.compute.providers import get_driver
-from libcloud.compute.types import NodeState, Provider
+from libcloud.compute.types import NodeState, Provider, StorageVolumeState, VolumeSnapshotState
 
 from tests.live import LiveNubo
 
@@ -193,3 +193,63 @@ def test_wrong_secret(connect: Callable[..., NodeDriver], nubo: LiveNubo, versio
     wrong = connect((keys(nubo)[0], "not-the-secret"), signature_version=version)
     with pytest.raises(InvalidCredsError):
         wrong.list_locations()
+
+
+def wait_volume(driver: NodeDriver, volume_id: str, state: StorageVolumeState,
+                attachment: str | None = None, timeout: float = 30.0) -> StorageVolume:
+    """Until the volume is in `state` (and its attachment in `attachment`, if given)."""
+    deadline = time.monotonic() + timeout
+    seen: Any = None
+    while time.monotonic() < deadline:
+        seen = next(v for v in driver.list_volumes() if v.id == volume_id)
+        if seen.state == state and attachment in (None, seen.extra["attachment_status"]):
+            return seen  # type: ignore[no-any-return]
+        time.sleep(0.2)
+    raise AssertionError(f"{volume_id} did not reach {state}: {seen and seen.state}")
+
+
+def test_volumes_and_snapshots(ec2: NodeDriver, ami: str) -> None:
+    volume = ec2.create_volume(2, "lc-data")  # a location is picked from list_locations
+    assert volume.id.startswith("vol-") and volume.size == 2 and volume.name == "lc-data"
+    assert volume.state == StorageVolumeState.AVAILABLE
+    assert volume.extra["tags"] == {"Name": "lc-data"}
+    node = wait_state(ec2, ec2.create_node(name="lc-vol", size=micro(ec2),
+                                           image=NodeImage(ami, None, ec2)), NodeState.RUNNING)
+    assert ec2.attach_volume(node, volume, "/dev/sdf") is True
+    in_use = wait_volume(ec2, volume.id, StorageVolumeState.INUSE, "attached")
+    assert (in_use.name, in_use.extra["device"], in_use.extra["instance_id"]) == \
+        ("lc-data", "/dev/sdf", node.id)
+    assert [v.id for v in ec2.list_volumes(node=node)] == [volume.id]
+
+    snapshot = ec2.create_volume_snapshot(volume, name="lc-snap")
+    assert snapshot.id.startswith("snap-") and snapshot.size == 2
+    assert snapshot.state == VolumeSnapshotState.AVAILABLE
+    assert [s.id for s in ec2.list_volume_snapshots(volume)] == [snapshot.id]
+    assert snapshot.id in [s.id for s in ec2.list_snapshots(owner="self")]
+    copy = ec2.create_volume(2, "lc-copy", snapshot=snapshot)
+    assert copy.extra["snapshot_id"] == snapshot.id
+
+    assert ec2.detach_volume(volume) is True
+    wait_volume(ec2, volume.id, StorageVolumeState.AVAILABLE)
+    assert ec2.list_volumes(node=node) == []
+    assert ec2.destroy_volume_snapshot(snapshot) is True
+    assert ec2.destroy_volume(volume) is True
+    assert ec2.destroy_volume(copy) is True
+    assert volume.id not in [v.id for v in ec2.list_volumes()]
+    ec2.destroy_node(node)
+
+
+def test_create_image_from_a_stopped_node(ec2: NodeDriver, ami: str) -> None:
+    node = wait_state(ec2, ec2.create_node(name="lc-img", size=micro(ec2),
+                                           image=NodeImage(ami, None, ec2)), NodeState.RUNNING)
+    ec2.stop_node(node)
+    node = wait_state(ec2, node, NodeState.STOPPED)
+    image = ec2.create_image(node, "lc-golden", description="saved by libcloud")
+    assert image.id.startswith("ami-") and image.id != ami
+    deadline = time.monotonic() + 30
+    while ec2.get_image(image.id).extra["state"] != "available":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert ec2.get_image(image.id).name == "lc-golden"
+    assert ec2.delete_image(ec2.get_image(image.id)) is True
+    ec2.destroy_node(node)
