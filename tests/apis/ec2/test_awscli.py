@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.live import LiveNubo
+from tests.live import ROOT, LiveNubo
 
 pytestmark = pytest.mark.slow
 
@@ -265,3 +266,29 @@ def test_keys_from_nubo_and_endpoint_on_the_command_line(nubo: LiveNubo,
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["nubo-westa"]
+
+
+def test_readme_volume_commands(aws: Aws, ami: str) -> None:
+    """README's volume, snapshot and create-image block, run by bash as written (with a
+    real instance id in place of i-00000001)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("Volumes are persistent DATABLOCK images"):]
+    found = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert found, "README has no volume commands"
+    instance = aws.json("ec2", "run-instances", "--image-id", ami, "--instance-type",
+                        "t2.micro", "--query", "Instances[0].InstanceId")
+    aws.run("ec2", "wait", "instance-running", "--instance-ids", instance)
+    script = found.group(1).replace("i-00000001", instance)
+    env = {**aws.env, "PATH": f"{BIN}{os.pathsep}{aws.env.get('PATH', '')}"}
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], env=env, text=True,
+                            capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    volumes = aws.json("ec2", "describe-volumes")["Volumes"]
+    assert sorted(v["Size"] for v in volumes) == [10, 10]
+    assert {v["State"] for v in volumes} == {"available"}
+    (snapshot,) = aws.json("ec2", "describe-snapshots", "--owner-ids", "self")["Snapshots"]
+    assert snapshot["Description"] == "nightly"
+    golden = aws.json("ec2", "describe-images", "--filters", "Name=name,Values=web-golden",
+                      "--query", "Images[].ImageId")
+    assert len(golden) == 1
+    aws.run("ec2", "terminate-instances", "--instance-ids", instance)
