@@ -214,6 +214,11 @@ def test_instance_attributes_and_console(ec2: BaseClient, ami: str) -> None:
     assert attr["InstanceType"]["Value"] == "t2.micro"
     user_data = ec2.describe_instance_attribute(InstanceId=vm, Attribute="userData")
     assert user_data["UserData"]["Value"]  # base64 of the script, as EC2 returns it
+    groups = ec2.describe_instance_attribute(InstanceId=vm, Attribute="groupSet")["Groups"]
+    described = ec2.describe_instances(InstanceIds=[vm])["Reservations"][0]["Instances"][0]
+    assert groups == [{"GroupId": g["GroupId"], "GroupName": g["GroupName"]}
+                      for g in described["SecurityGroups"]]
+    assert [g["GroupName"] for g in groups] == ["default"]
     ec2.get_waiter("instance_running").wait(InstanceIds=[vm],
                                             WaiterConfig={"Delay": 1, "MaxAttempts": 30})
     with pytest.raises(ClientError) as err:
