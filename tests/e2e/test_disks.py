@@ -19,9 +19,12 @@ from tests.live import FAST_CONF, LiveNubo
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def nubo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNubo]:
-    live = LiveNubo(tmp_path_factory.mktemp("disks"), conf=FAST_CONF)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def nubo(request: pytest.FixtureRequest,
+         tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNubo]:
+    db = request.getfixturevalue("postgres").create_database() \
+        if request.param == "postgresql" else ""
+    live = LiveNubo(tmp_path_factory.mktemp("disks"), db=db, conf=FAST_CONF)
     try:
         live.start()
         yield live
