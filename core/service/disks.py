@@ -23,7 +23,13 @@ from core.lifecycle import DISK_STEPS, Event, HistoryReason, LcmState, Step, VmS
 from core.models import VM, Datastore, Image, Operation
 from core.service.access import fetch
 from core.service.context import DISPATCHER, Caller, Cloud, vm_log
-from core.service.transitions import IMAGE_READY, IMAGE_USED, apply, last_history
+from core.service.transitions import (
+    IMAGE_READY,
+    IMAGE_USED,
+    apply,
+    last_history,
+    release_image,
+)
 
 IMAGE_LOCKED, IMAGE_ERROR = 4, 5
 _TYPES = {0: "DISK", 1: "CDROM", 2: "DISK"}
@@ -231,12 +237,7 @@ def _drop(session: Session, vm: VM, tmpl: template.Template, disk: dict[str, str
     session.add(vm)
     # a DONE VM released all its images when it ended
     if disk.get("IMAGE_ID", "").isdigit() and vm.state != VmState.DONE:
-        image_id = int(disk["IMAGE_ID"])
-        session.execute(update(Image).where(col(Image.id) == image_id).values(
-            running_vms=col(Image.running_vms) - 1))
-        session.execute(update(Image).where(
-            col(Image.id) == image_id, col(Image.running_vms) <= 0,
-            col(Image.state) == IMAGE_USED).values(running_vms=0, state=IMAGE_READY))
+        release_image(session, int(disk["IMAGE_ID"]))
     assert vm.id is not None
     vm_log(session, vm.id, f"Disk {disk.get('DISK_ID')} ({disk.get('TARGET', '')}) removed")
 

@@ -118,9 +118,13 @@ def _release_images(session: Session, vm: VM) -> None:
     """A VM that is DONE no longer uses its images."""
     for disk in template.parse(vm.template).vectors("DISK"):
         if disk.get("IMAGE_ID", "").isdigit():
-            image_id = int(disk["IMAGE_ID"])
-            session.execute(update(Image).where(col(Image.id) == image_id).values(
-                running_vms=col(Image.running_vms) - 1))
-            session.execute(update(Image).where(
-                col(Image.id) == image_id, col(Image.running_vms) <= 0,
-                col(Image.state) == IMAGE_USED).values(running_vms=0, state=IMAGE_READY))
+            release_image(session, int(disk["IMAGE_ID"]))
+
+
+def release_image(session: Session, image_id: int) -> None:
+    """One VM less uses the image; the last one makes it READY again."""
+    session.execute(update(Image).where(col(Image.id) == image_id).values(
+        running_vms=col(Image.running_vms) - 1))
+    session.execute(update(Image).where(
+        col(Image.id) == image_id, col(Image.running_vms) <= 0,
+        col(Image.state) == IMAGE_USED).values(running_vms=0, state=IMAGE_READY))

@@ -3,6 +3,8 @@ parsed request into core.service calls and the result into the output shape's di
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,12 @@ class Context:
         if self.dry_run:
             raise Ec2Error("DryRunOperation",
                            "Request would have succeeded, but DryRun flag is set.", 412)
+
+
+def fingerprint(p: dict[str, Any]) -> str:
+    """What a request with a ClientToken asked for: a retry must ask the same."""
+    relevant = {k: v for k, v in p.items() if k not in ("ClientToken", "DryRun")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
 
 
 Handler = Callable[[Context, dict[str, Any]], dict[str, Any]]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from apis.ec2 import filters, ids, views
-from apis.ec2.actions import Context, action, network
+from apis.ec2.actions import Context, action, fingerprint, network
 from apis.ec2.errors import Ec2Error, from_domain, invalid_value
 from apis.ec2.states import instance_state
 from core import template
@@ -151,11 +150,6 @@ def _instance_type(ctx: Context, name: str | None) -> Any:
                         "see DescribeInstanceTypes for the types this cloud offers")
 
 
-def _fingerprint(p: dict[str, Any]) -> str:
-    relevant = {k: v for k, v in p.items() if k not in ("ClientToken", "DryRun")}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
-
-
 @action("RunInstances")
 def run_instances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     low, high = p.get("MinCount", 1), p.get("MaxCount", 1)
@@ -212,7 +206,7 @@ def run_instances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     ctx.commit_point()
     try:
         created = vms.create_vms(ctx.cloud, ctx.caller, text=tmpl.dumps(), count=high,
-                                 token=token, fingerprint=_fingerprint(p))
+                                 token=token, fingerprint=fingerprint(p))
     except IdempotencyMismatch as exc:
         raise Ec2Error("IdempotentParameterMismatch", str(exc)) from None
     if instance_tags:

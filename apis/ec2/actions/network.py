@@ -7,13 +7,12 @@ lookup is by the caller's own groups: another user's group is InvalidGroup.NotFo
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from apis.ec2 import filters, ids, views
+from apis.ec2 import filters, ids, pages, views
 from apis.ec2.actions import Context, action
 from apis.ec2.errors import Ec2Error, invalid_value, missing_parameter
 from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -177,20 +176,9 @@ def create_security_group(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
             "SecurityGroupArn": _arn(ctx, row)}
 
 
-def _page(token: str | None, key: str) -> int:
-    if not token:
-        return -1
-    try:
-        return int(json.loads(base64.urlsafe_b64decode(token.encode()))[key])
-    except (ValueError, KeyError, TypeError):
-        raise invalid_value("NextToken", token, "it is not a token this service issued") from None
-
-
 @action("DescribeSecurityGroups")
 def describe_security_groups(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    limit = p.get("MaxResults")
-    if limit is not None and not 5 <= limit <= 1000:
-        raise invalid_value("MaxResults", limit, "it must be between 5 and 1000")
+    limit = pages.max_results(p)
     rows = secgroups.list_groups(ctx.cloud, ctx.caller, flag=MINE)
     by_id = {row.id: row for row in rows}
     by_name = {row.name: row for row in rows}
@@ -203,17 +191,17 @@ def describe_security_groups(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
             raise group_not_found(name)
     picked = [r for r in rows if (not wanted or r.id in wanted)
               and (not p.get("GroupNames") or r.name in p["GroupNames"])
-              and (r.id or 0) > _page(p.get("NextToken"), "g")]
+              and (r.id or 0) > pages.after(p.get("NextToken"), "g")]
     with ctx.cloud.session() as s:
         found = tags.tags_of(s, "secgroup", [r.id for r in picked if r.id is not None])
     names = {row.id: row.name for row in rows if row.id is not None}
     matches = filters.compile_filters(p.get("Filters", []), GROUP_FILTERS)
     items = [(r.id or 0, view) for r in picked
              if matches(view := _group_view(ctx, r, names, found.get(r.id or 0, {})))]
-    result: dict[str, Any] = {"SecurityGroups": [view for _, view in items[:limit]]}
-    if limit is not None and len(items) > limit:
-        last = items[limit - 1][0]
-        result["NextToken"] = base64.urlsafe_b64encode(json.dumps({"g": last}).encode()).decode()
+    out, token = pages.page(items, limit, "g")
+    result: dict[str, Any] = {"SecurityGroups": out}
+    if token:
+        result["NextToken"] = token
     return result
 
 

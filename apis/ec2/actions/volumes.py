@@ -7,14 +7,12 @@ is a disk hotplug on the instance (core.service.disks). A snapshot is a copy of 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 from typing import Any
 
 from apis.ec2 import filters, ids, pages, views
-from apis.ec2.actions import Context, action
+from apis.ec2.actions import Context, action, fingerprint
 from apis.ec2.errors import Ec2Error, invalid_value
 from core import template
 from core.errors import Conflict, Forbidden, IdempotencyMismatch, InvalidState, NotFound
@@ -137,11 +135,6 @@ def _spec_tags(p: dict[str, Any], resource: str) -> dict[str, str]:
     return found
 
 
-def _fingerprint(p: dict[str, Any]) -> str:
-    relevant = {k: v for k, v in p.items() if k not in ("ClientToken", "DryRun")}
-    return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
-
-
 # --- volumes ---
 
 @action("CreateVolume")
@@ -175,11 +168,11 @@ def create_volume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
             changes.set("FROM_SNAPSHOT", str(snapshot.id))
             image_id = images.clone_image(ctx.cloud, ctx.caller, image_id=snapshot.id,
                                           changes=changes, name_from_id="volume-{id}",
-                                          token=token, fingerprint=_fingerprint(p))
+                                          token=token, fingerprint=fingerprint(p))
         else:
             image_id = images.create_image(ctx.cloud, ctx.caller, text=changes.dumps(),
                                            name_from_id="volume-{id}", token=token,
-                                           fingerprint=_fingerprint(p))
+                                           fingerprint=fingerprint(p))
     except IdempotencyMismatch as exc:
         raise Ec2Error("IdempotentParameterMismatch", str(exc)) from None
     if volume_tags:
