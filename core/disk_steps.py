@@ -15,16 +15,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from core.lifecycle import Step, VmState
+from core.transfers import disk_file
 
 if TYPE_CHECKING:
     from core.dispatcher import Dispatcher, Job, LogSink
 
 Outcome = tuple[bool, str, None]
-
-
-def disk_file(job: Job, position: int) -> str:
-    """Path of a disk in the VM dir: named by DISK_ID, which never changes."""
-    return f"{job.vmdir}/disk.{job.disks[position].get('DISK_ID', position)}"
 
 
 async def run(d: Dispatcher, job: Job, sink: LogSink) -> Outcome:
