@@ -20,6 +20,7 @@ Messages:
 from __future__ import annotations
 
 import gc
+import ipaddress
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
@@ -39,6 +40,7 @@ from core.models import (
     VMTemplate,
     VNet,
 )
+from core.service.vnets import address_range, mac_of
 
 # MONITORING children that the bindings parse as numbers: a poll that reports one of
 # these with a non-numeric value would make the whole document unparseable
@@ -273,7 +275,7 @@ def vnet_xml(vnet: VNet, *, uname: str, gname: str, leases: Sequence[Lease] = ()
         VLAN_ID_AUTOMATIC="0",
         OUTER_VLAN_ID_AUTOMATIC="0",
         USED_LEASES=str(len(used)),
-        TOTAL_LEASES=str(len(used)),
+        TOTAL_LEASES=str(_address_range(vnet, leases)[1]),
     )
     for tag in ("VROUTERS", "UPDATED_VMS", "OUTDATED_VMS", "UPDATING_VMS", "ERROR_VMS"):
         ET.SubElement(root, tag)
@@ -289,16 +291,16 @@ def vnet_xml(vnet: VNet, *, uname: str, gname: str, leases: Sequence[Lease] = ()
             VID=vid,
         )
     pool = ET.SubElement(root, "AR_POOL")
-    if leases:
-        first = leases[0]
+    first_ip, size = _address_range(vnet, leases)
+    if size:
         ar = ET.SubElement(pool, "AR")
         _fields(
             ar,
             AR_ID="0",
-            IP=first.ip,
-            MAC=first.mac,
-            SIZE=str(len(leases)),
-            TYPE="IP6" if ":" in first.ip else "IP4",
+            IP=first_ip,
+            MAC=mac_of(first_ip),
+            SIZE=str(size),
+            TYPE="IP6" if ":" in first_ip else "IP4",
             USED_LEASES=str(len(used)),
         )
         allocated = ET.SubElement(ar, "LEASES")
@@ -310,6 +312,14 @@ def vnet_xml(vnet: VNet, *, uname: str, gname: str, leases: Sequence[Lease] = ()
                 VM=str(lease.vm_id),
             )
     return root
+
+
+def _address_range(vnet: VNet, leases: Sequence[Lease]) -> tuple[str, int]:
+    """First address and size of the network: its range (RANGED) or its leases (FIXED)."""
+    if vnet.type == 0:
+        low, high = address_range(template.parse(vnet.template))
+        return str(ipaddress.IPv4Address(low)), high - low + 1
+    return (leases[0].ip, len(leases)) if leases else ("", 0)
 
 
 def pool_xml(tag: str, items: Iterable[ET.Element]) -> ET.Element:

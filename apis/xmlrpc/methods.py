@@ -55,7 +55,7 @@ def check_args(name: str, spec: Method, args: tuple[Any, ...]) -> tuple[Any, ...
     return tuple(out)
 
 
-def _xml(el: Any) -> str:
+def xml_text(el: Any) -> str:
     return documents.to_string(el)
 
 
@@ -80,14 +80,14 @@ def user_allocate(cloud: Cloud, caller: Caller, name: str, password: str, driver
 def user_info(cloud: Cloud, caller: Caller, user_id: int, _decrypt: bool = False) -> str:
     user = identity.get_user(cloud, caller, user_id=user_id)
     _, groups = identity.owner_names(cloud)
-    return _xml(documents.user_xml(user, gname=groups.get(user.gid, "")))
+    return xml_text(documents.user_xml(user, gname=groups.get(user.gid, "")))
 
 
 @method("one.userpool.info")
 def userpool_info(cloud: Cloud, caller: Caller) -> str:
     _, groups = identity.owner_names(cloud)
     users = identity.list_users(cloud, caller)
-    return _xml(documents.pool_xml(
+    return xml_text(documents.pool_xml(
         "USER_POOL", (documents.user_xml(u, gname=groups.get(u.gid, "")) for u in users)))
 
 
@@ -125,14 +125,14 @@ def group_allocate(cloud: Cloud, caller: Caller, name: str) -> int:
 def group_info(cloud: Cloud, caller: Caller, group_id: int, _decrypt: bool = False) -> str:
     group = identity.get_group(cloud, caller, group_id=group_id)
     members = [u.id for u in identity.list_users(cloud, caller) if u.gid == group_id and u.id is not None]
-    return _xml(documents.group_xml(group, users=members))
+    return xml_text(documents.group_xml(group, users=members))
 
 
 @method("one.grouppool.info")
 def grouppool_info(cloud: Cloud, caller: Caller) -> str:
     users = identity.list_users(cloud, caller)
     groups = identity.list_groups(cloud, caller)
-    return _xml(documents.pool_xml("GROUP_POOL", (
+    return xml_text(documents.pool_xml("GROUP_POOL", (
         documents.group_xml(g, users=[u.id for u in users if u.gid == g.id and u.id is not None])
         for g in groups)))
 
@@ -153,12 +153,12 @@ def host_allocate(cloud: Cloud, caller: Caller, name: str, im: str, vmm: str, fo
 @method("one.host.info", int, optional=(bool,))
 def host_info(cloud: Cloud, caller: Caller, host_id: int, _decrypt: bool = False) -> str:
     host, placed = hosts.get_host(cloud, caller, host_id=host_id)
-    return _xml(documents.host_xml(host, vms=placed))
+    return xml_text(documents.host_xml(host, vms=placed))
 
 
 @method("one.hostpool.info")
 def hostpool_info(cloud: Cloud, caller: Caller) -> str:
-    return _xml(documents.pool_xml(
+    return xml_text(documents.pool_xml(
         "HOST_POOL", (documents.host_xml(h, vms=v) for h, v in hosts.list_hosts(cloud, caller))))
 
 
@@ -205,14 +205,14 @@ def datastore_allocate(cloud: Cloud, caller: Caller, text: str, _cluster: int = 
 def datastore_info(cloud: Cloud, caller: Caller, ds_id: int, _decrypt: bool = False) -> str:
     ds, image_ids = images.get_datastore(cloud, caller, datastore_id=ds_id)
     users, groups = identity.owner_names(cloud)
-    return _xml(documents.datastore_xml(ds, uname=users.get(ds.uid, ""),
+    return xml_text(documents.datastore_xml(ds, uname=users.get(ds.uid, ""),
                                         gname=groups.get(ds.gid, ""), images=image_ids))
 
 
 @method("one.datastorepool.info")
 def datastorepool_info(cloud: Cloud, caller: Caller) -> str:
     users, groups = identity.owner_names(cloud)
-    return _xml(documents.pool_xml("DATASTORE_POOL", (
+    return xml_text(documents.pool_xml("DATASTORE_POOL", (
         documents.datastore_xml(ds, uname=users.get(ds.uid, ""), gname=groups.get(ds.gid, ""),
                                 images=ids)
         for ds, ids in images.list_datastores(cloud, caller))))
@@ -245,7 +245,7 @@ def image_allocate(cloud: Cloud, caller: Caller, text: str, ds_id: int,
 
 @method("one.image.info", int, optional=(bool,))
 def image_info(cloud: Cloud, caller: Caller, image_id: int, _decrypt: bool = False) -> str:
-    return _xml(_image_doc(cloud, images.get_image(cloud, caller, image_id=image_id)))
+    return xml_text(_image_doc(cloud, images.get_image(cloud, caller, image_id=image_id)))
 
 
 @method("one.imagepool.info", int, int, int)
@@ -253,7 +253,7 @@ def imagepool_info(cloud: Cloud, caller: Caller, flag: int, start: int, end: int
     found = images.list_images(cloud, caller, flag=flag, start=start, end=end)
     users, groups = identity.owner_names(cloud)
     stores = {ds.id: ds.name for ds, _ in images.list_datastores(cloud, _ADMIN)}
-    return _xml(documents.pool_xml("IMAGE_POOL", (
+    return xml_text(documents.pool_xml("IMAGE_POOL", (
         documents.image_xml(i, uname=users.get(i.uid, ""), gname=groups.get(i.gid, ""),
                             datastore=stores.get(i.datastore_id, ""))
         for i in found)))
@@ -295,7 +295,7 @@ def template_info(cloud: Cloud, caller: Caller, template_id: int, _extended: boo
                   _decrypt: bool = False) -> str:
     row = images.get_template(cloud, caller, template_id=template_id)
     users, groups = identity.owner_names(cloud)
-    return _xml(documents.template_xml(row, uname=users.get(row.uid, ""),
+    return xml_text(documents.template_xml(row, uname=users.get(row.uid, ""),
                                        gname=groups.get(row.gid, "")))
 
 
@@ -303,7 +303,7 @@ def template_info(cloud: Cloud, caller: Caller, template_id: int, _extended: boo
 def templatepool_info(cloud: Cloud, caller: Caller, flag: int, start: int, end: int) -> str:
     users, groups = identity.owner_names(cloud)
     rows = images.list_templates(cloud, caller, flag=flag, start=start, end=end)
-    return _xml(documents.pool_xml("VMTEMPLATE_POOL", (
+    return xml_text(documents.pool_xml("VMTEMPLATE_POOL", (
         documents.template_xml(r, uname=users.get(r.uid, ""), gname=groups.get(r.gid, ""))
         for r in rows)))
 
@@ -340,13 +340,13 @@ def _vm_doc(info: vms.VMInfo) -> Any:
 
 @method("one.vm.info", int, optional=(bool,))
 def vm_info(cloud: Cloud, caller: Caller, vm_id: int, _decrypt: bool = False) -> str:
-    return _xml(_vm_doc(vms.get_vm(cloud, caller, vm_id=vm_id)))
+    return xml_text(_vm_doc(vms.get_vm(cloud, caller, vm_id=vm_id)))
 
 
 @method("one.vmpool.info", int, int, int, int)
 def vmpool_info(cloud: Cloud, caller: Caller, flag: int, start: int, end: int, state: int) -> str:
     found = vms.list_vms(cloud, caller, flag=flag, start=start, end=end, state=state)
-    return _xml(documents.pool_xml("VM_POOL", (_vm_doc(i) for i in found)))
+    return xml_text(documents.pool_xml("VM_POOL", (_vm_doc(i) for i in found)))
 
 
 @method("one.vm.action", str, int)

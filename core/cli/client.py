@@ -157,6 +157,7 @@ POOLS: dict[str, tuple[str, tuple[int, ...], str, str]] = {
     "template": ("one.templatepool.info", (-2, -1, -1), "VMTEMPLATE", "template"),
     "user": ("one.userpool.info", (), "USER", "user"),
     "datastore": ("one.datastorepool.info", (), "DATASTORE", "datastore"),
+    "vnet": ("one.vnpool.info", (-2, -1, -1), "VNET", "virtual network"),
 }
 
 

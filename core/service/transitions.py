@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select, update
 from core import lifecycle, template
 from core.lifecycle import LcmState, VmState
 from core.models import VM, History, Host, Image, Operation, now
+from core.service import vnets
 from core.service.context import vm_log
 
 # When each LCM state is entered, which history timestamp starts or ends
@@ -49,6 +50,7 @@ def apply(session: Session, vm: VM, event: str, *, message: str | None = None) -
     if move.state == VmState.DONE:
         vm.etime = stamp
         _release_images(session, vm)
+        vnets.release_leases(session, vm)
     if message is not None:
         vm.message = message
     elif move.state in (VmState.ACTIVE, VmState.PENDING, VmState.HOLD) and old_state != move.state:

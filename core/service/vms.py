@@ -30,7 +30,7 @@ from core.models import (
 )
 from core.service import disks as disks_service
 from core.service import images as image_service
-from core.service import tokens
+from core.service import tokens, vnets
 from core.service.access import ALL, fetch, id_range, restrict
 from core.service.context import DISPATCHER, SCHEDULER, Caller, Cloud, vm_log
 from core.service.identity import names, names_of
@@ -184,6 +184,7 @@ def _create_one(s: Session, caller: Caller, base: template.Template, *, hold: bo
         vm.name = f"one-{vm.id}"
         tmpl.set("NAME", vm.name)
     tmpl.set("VMID", str(vm.id))
+    vnets.lease_nics(s, caller, tmpl, vm.id)
     vm.template = tmpl.dumps()
     for image in used:
         s.execute(update(Image).where(col(Image.id) == image.id).values(

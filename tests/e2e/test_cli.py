@@ -507,3 +507,29 @@ def test_default_credentials_under_nubo_var(nubo: LiveNubo) -> None:
     result = subprocess.run([sys.executable, "-m", "core.cli", "vm", "list"], cwd=ROOT, env=env,
                             text=True, capture_output=True, timeout=60)
     assert "no credentials" in one_error(result)
+
+
+def test_vnet_commands(nubo: LiveNubo) -> None:
+    out = nubo.cli("vnet", "create", "--name", "cli-red", "--address", "10.8.0.0/29",
+                   "--gateway", "10.8.0.1").stdout
+    net_id = out.split()[-1]
+    fixed = json.loads(nubo.cli("vnet", "create", "--name", "cli-blue", "--lease", "10.8.1.5",
+                                "--json").stdout)["id"]
+    listed = nubo.cli("vnet", "list").stdout.splitlines()
+    assert listed[0].split() == ["ID", "USER", "GROUP", "NAME", "TYPE", "BRIDGE", "LEASES"]
+    assert any(line.split()[3:5] == ["cli-red", "RANGED"] for line in listed[1:])
+    vm = nubo.cli("vm", "create", "--memory", "64", "--cpu", "0.1", "--hold", "--attr",
+                  "NIC=[NETWORK=cli-red]").stdout.split()[-1]
+    shown = nubo.cli("vnet", "show", "cli-red").stdout
+    assert "LEASES" in shown and "10.8.0.1" in shown and "02:00:0a:08:00:01" in shown
+    nubo.cli("vnet", "hold", "cli-red", "10.8.0.2")
+    nubo.cli("vnet", "addleases", str(fixed), "10.8.1.6,02:00:00:00:01:06")
+    leases = json.loads(nubo.cli("vnet", "show", str(fixed), "--json").stdout)["leases"]
+    assert [(lease["ip"], lease["mac"]) for lease in leases] == \
+        [("10.8.1.5", "02:00:0a:08:01:05"), ("10.8.1.6", "02:00:00:00:01:06")]
+    failed = nubo.cli("vnet", "delete", "cli-red", check=False)
+    assert failed.returncode == 1 and "in use" in failed.stderr
+    nubo.cli("vm", "delete", vm)
+    nubo.cli("vnet", "release", "cli-red", "10.8.0.2")
+    nubo.cli("vnet", "delete", net_id)
+    assert "cli-red" not in nubo.cli("vnet", "list").stdout

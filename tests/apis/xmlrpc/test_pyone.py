@@ -214,3 +214,25 @@ def test_bad_calls_get_the_api_error(nubo: LiveNubo) -> None:
             f"127.0.0.1:{nubo.port}", "/RPC2", b"<not-xml", verbose=False)
     ok, message, code = rpc.one.vm.allocate(nubo.session, "MEMORY = [ broken")
     assert (ok, code) == (False, 0x800) and "line 1" in message
+
+
+def test_virtual_networks(one: pyone.OneServer, alice: pyone.OneServer) -> None:
+    net = one.vn.allocate('NAME = "red"\nNETWORK_ADDRESS = 10.7.0.0/29\nBRIDGE = br7\n', -1)
+    vm_id = one.vm.allocate('MEMORY = 64\nCPU = 0.1\nNIC = [ NETWORK = "red" ]\n', True)
+    info = one.vn.info(net)
+    assert (info.NAME, info.BRIDGE, info.USED_LEASES) == ("red", "br7", 1)
+    (ar,) = info.AR_POOL.AR  # pyone reads the address range of later versions
+    assert (ar.IP, ar.MAC, ar.SIZE) == ("10.7.0.1", "02:00:0a:07:00:01", 6)
+    assert [(lease.IP, lease.MAC, lease.VM) for lease in ar.LEASES.LEASE] == \
+        [("10.7.0.1", "02:00:0a:07:00:01", vm_id)]
+    nic = one.vm.info(vm_id).TEMPLATE["NIC"]
+    assert (nic["IP"], nic["NETWORK_ID"], nic["BRIDGE"]) == ("10.7.0.1", str(net), "br7")
+    one.vn.hold(net, "LEASES = [ IP = 10.7.0.2 ]")
+    assert one.vm.info(one.vm.allocate('MEMORY = 64\nCPU = 0.1\nNIC = [ NETWORK_ID = '
+                                       f'{net} ]\n', True)).TEMPLATE["NIC"]["IP"] == "10.7.0.3"
+    assert "red" in [v.NAME for v in one.vnpool.info(-2, -1, -1).VNET]
+    assert "red" not in [v.NAME for v in alice.vnpool.info(-2, -1, -1).VNET]
+    with pytest.raises(pyone.OneAuthorizationException):
+        alice.vn.info(net)
+    with pytest.raises(pyone.OneException, match="in use"):
+        one.vn.delete(net)

@@ -1,0 +1,302 @@
+"""Virtual networks and their leases (OpenNebula 3.4's RANGED and FIXED networks).
+
+A RANGED network is an address range (NETWORK_ADDRESS with NETWORK_SIZE or NETWORK_MASK,
+optionally narrowed by IP_START/IP_END); its Lease rows exist only for addresses in use
+or on hold. A FIXED network lists its leases (LEASES = [ IP = ..., MAC = ... ]); their
+rows exist while the network does. A lease in use names its VM; a held lease has VM -1.
+MACs follow OpenNebula's convention: 02:00 followed by the four bytes of the IP.
+
+A VM's NIC = [ NETWORK_ID = n | NETWORK = name, IP = optional ] gets its lease when the
+VM is created (`lease_nics`), in the same transaction, and gives it back when the VM is
+DONE (`release_leases`). The network row is locked while a lease is picked, so two VMs
+never get the same address (on PostgreSQL too).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from sqlmodel import Session, col, delete, select
+
+from core import template
+from core.errors import Conflict, InvalidRequest, NotFound
+from core.models import VM, Lease, VNet
+from core.service.access import ALL, fetch, id_range, restrict
+from core.service.context import Caller, Cloud
+
+RANGED, FIXED = 0, 1
+HELD = -1
+SIZES = {"A": 1 << 24, "B": 1 << 16, "C": 256}
+MAX_RANGE = 1 << 24
+# attributes of the network a NIC carries along (for the network drivers)
+NIC_COPIES = ("BRIDGE", "PHYDEV", "VLAN", "VLAN_ID", "WHITE_PORTS_TCP", "WHITE_PORTS_UDP",
+              "BLACK_PORTS_TCP", "BLACK_PORTS_UDP", "ICMP", "NETWORK_MASK", "GATEWAY", "DNS")
+
+
+def mac_of(ip: str) -> str:
+    """OpenNebula's MAC for an IPv4 address: 02:00 and the address's four bytes."""
+    return "02:00:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
+
+
+def _ip(text: str, what: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(text.strip())
+    except ValueError:
+        raise InvalidRequest(f"{what}: {text!r} is not an IPv4 address") from None
+
+
+def address_range(tmpl: template.Template) -> tuple[int, int]:
+    """First and last usable address (as integers) of a RANGED network's template."""
+    base = tmpl.get("NETWORK_ADDRESS") or ""
+    if not base:
+        raise InvalidRequest("a RANGED network needs NETWORK_ADDRESS")
+    size_text = (tmpl.get("NETWORK_SIZE") or "").upper()
+    mask = tmpl.get("NETWORK_MASK") or ""
+    try:
+        if "/" in base:
+            net = ipaddress.IPv4Network(base, strict=False)
+        elif mask:
+            net = ipaddress.IPv4Network(f"{base}/{mask}", strict=False)
+        else:
+            size = SIZES.get(size_text or "C") or (int(size_text) if size_text.isdigit() else 0)
+            if size <= 1:
+                raise InvalidRequest(f"NETWORK_SIZE must be A, B, C or a number of addresses, "
+                                     f"not {size_text!r}")
+            prefix = 32 - max(2, (size - 1).bit_length())  # the smallest block holding size
+            net = ipaddress.IPv4Network(f"{base}/{prefix}", strict=False)
+    except ValueError as exc:
+        raise InvalidRequest(f"bad network address: {exc}") from None
+    if net.num_addresses > MAX_RANGE:
+        raise InvalidRequest(f"a network holds at most {MAX_RANGE} addresses")
+    first, last = int(net.network_address) + 1, int(net.broadcast_address) - 1
+    if tmpl.get("IP_START"):
+        first = max(first, int(_ip(tmpl.get("IP_START") or "", "IP_START")))
+    if tmpl.get("IP_END"):
+        last = min(last, int(_ip(tmpl.get("IP_END") or "", "IP_END")))
+    if first > last:
+        raise InvalidRequest("the network's address range is empty")
+    return first, last
+
+
+def _fixed_leases(tmpl: template.Template) -> list[tuple[str, str]]:
+    found = []
+    for lease in tmpl.vectors("LEASES"):
+        if "IP" not in lease:
+            raise InvalidRequest("each LEASES vector needs an IP")
+        ip = str(_ip(lease["IP"], "LEASES IP"))
+        found.append((ip, lease.get("MAC", "").lower() or mac_of(ip)))
+    return found
+
+
+def create_vnet(cloud: Cloud, caller: Caller, *, text: str) -> int:
+    tmpl = template.parse(text)
+    name = (tmpl.get("NAME") or "").strip()
+    if not name:
+        raise InvalidRequest("the network template needs a NAME")
+    kind = (tmpl.get("TYPE") or ("FIXED" if tmpl.vectors("LEASES") else "RANGED")).upper()
+    if kind not in ("RANGED", "FIXED"):
+        raise InvalidRequest(f"network TYPE must be RANGED or FIXED, not {kind}")
+    leases = _fixed_leases(tmpl) if kind == "FIXED" else []
+    if kind == "RANGED":
+        address_range(tmpl)  # validate now
+    vlan = (tmpl.get("VLAN") or ("YES" if tmpl.get("PHYDEV") else "NO")).upper() == "YES"
+    with cloud.session() as s:
+        if s.exec(select(VNet.id).where(VNet.uid == caller.uid, VNet.name == name)).first():
+            raise Conflict(f"you already have a network named {name}")
+        vnet = VNet(name=name, uid=caller.uid, gid=caller.gid,
+                    type=RANGED if kind == "RANGED" else FIXED, bridge=tmpl.get("BRIDGE") or "",
+                    phydev=tmpl.get("PHYDEV") or "", vlan=vlan, vlan_id=tmpl.get("VLAN_ID") or "",
+                    template=tmpl.dumps())
+        s.add(vnet)
+        s.flush()
+        assert vnet.id is not None
+        if not vnet.bridge:
+            vnet.bridge = f"onebr{vnet.id}"
+        if len({ip for ip, _ in leases}) != len(leases):
+            raise InvalidRequest("LEASES lists an IP twice")
+        for ip, mac in leases:
+            s.add(Lease(vnet_id=vnet.id, ip=ip, mac=mac))
+        return vnet.id
+
+
+def get_vnet(cloud: Cloud, caller: Caller, *, vnet_id: int) -> tuple[VNet, list[Lease]]:
+    with cloud.session() as s:
+        vnet = fetch(s, VNet, vnet_id, caller, "virtual network")
+        return vnet, _leases(s, [vnet_id]).get(vnet_id, [])
+
+
+def list_vnets(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1,
+               end: int = -1) -> list[tuple[VNet, list[Lease]]]:
+    with cloud.session() as s:
+        query = id_range(restrict(select(VNet), VNet, caller, flag), VNet, start, end)
+        rows = list(s.exec(query.order_by(col(VNet.id))))
+        leases = _leases(s, [r.id for r in rows if r.id is not None])
+        return [(r, leases.get(r.id or 0, [])) for r in rows]
+
+
+def find_vnet(cloud: Cloud, caller: Caller, *, ref: str) -> int:
+    if ref.isdigit():
+        return int(ref)
+    with cloud.session() as s:
+        row = s.exec(restrict(select(VNet).where(VNet.name == ref), VNet, caller)
+                     .order_by(col(VNet.id))).first()
+        if row is None or row.id is None:
+            raise NotFound("virtual network", ref)
+        return int(row.id)
+
+
+def _leases(s: Session, vnet_ids: Sequence[int]) -> dict[int, list[Lease]]:
+    found: dict[int, list[Lease]] = {}
+    if vnet_ids:
+        query = select(Lease).where(col(Lease.vnet_id).in_(list(vnet_ids)))
+        for lease in s.exec(query):
+            found.setdefault(lease.vnet_id, []).append(lease)
+    for leases in found.values():
+        leases.sort(key=lambda lease: int(ipaddress.IPv4Address(lease.ip)))
+    return found
+
+
+def delete_vnet(cloud: Cloud, caller: Caller, *, vnet_id: int) -> None:
+    with cloud.session() as s:
+        vnet = fetch(s, VNet, vnet_id, caller, "virtual network", lock=True)
+        used = s.exec(select(Lease).where(Lease.vnet_id == vnet_id,
+                                          col(Lease.vm_id) > 0)).first()
+        if used is not None:
+            raise Conflict(f"network {vnet.name} has leases in use (VM {used.vm_id})")
+        s.execute(delete(Lease).where(col(Lease.vnet_id) == vnet_id))
+        s.delete(vnet)
+
+
+def _lease_ips(text: str) -> list[tuple[str, str]]:
+    tmpl = template.parse(text)
+    if not tmpl.vectors("LEASES"):
+        raise InvalidRequest("the template needs LEASES = [ IP = ... ]")
+    return _fixed_leases(tmpl)
+
+
+def add_leases(cloud: Cloud, caller: Caller, *, vnet_id: int, text: str) -> None:
+    with cloud.session() as s:
+        vnet = fetch(s, VNet, vnet_id, caller, "virtual network", lock=True)
+        if vnet.type != FIXED:
+            raise InvalidRequest(f"network {vnet.name} is RANGED: leases come from its range")
+        have = {lease.ip for lease in _leases(s, [vnet_id]).get(vnet_id, [])}
+        for ip, mac in _lease_ips(text):
+            if ip in have:
+                raise Conflict(f"network {vnet.name} already has the lease {ip}")
+            s.add(Lease(vnet_id=vnet_id, ip=ip, mac=mac))
+            have.add(ip)
+
+
+def rm_leases(cloud: Cloud, caller: Caller, *, vnet_id: int, text: str) -> None:
+    with cloud.session() as s:
+        vnet = fetch(s, VNet, vnet_id, caller, "virtual network", lock=True)
+        if vnet.type != FIXED:
+            raise InvalidRequest(f"network {vnet.name} is RANGED: it has no leases to remove")
+        for ip, _ in _lease_ips(text):
+            lease = s.exec(select(Lease).where(Lease.vnet_id == vnet_id, Lease.ip == ip)).first()
+            if lease is None:
+                raise NotFound("lease", f"{ip} in network {vnet.name}")
+            if lease.vm_id is not None:
+                raise Conflict(f"lease {ip} is in use")
+            s.delete(lease)
+
+
+def hold(cloud: Cloud, caller: Caller, *, vnet_id: int, text: str, on: bool = True) -> None:
+    """Put leases on hold (nobody gets them) or release held ones."""
+    with cloud.session() as s:
+        vnet = fetch(s, VNet, vnet_id, caller, "virtual network", lock=True)
+        tmpl = template.parse(vnet.template)
+        for ip, mac in _lease_ips(text):
+            lease = s.exec(select(Lease).where(Lease.vnet_id == vnet_id, Lease.ip == ip)).first()
+            if on:
+                if lease is not None and lease.vm_id is not None:
+                    raise Conflict(f"lease {ip} is already {'held' if lease.vm_id == HELD else 'used'}")
+                if lease is None:
+                    _in_range(vnet, tmpl, ip)
+                    lease = Lease(vnet_id=vnet_id, ip=ip, mac=mac)
+                lease.vm_id = HELD
+                s.add(lease)
+            else:
+                if lease is None or lease.vm_id != HELD:
+                    raise Conflict(f"lease {ip} is not on hold")
+                _free(s, vnet, lease)
+
+
+def _in_range(vnet: VNet, tmpl: template.Template, ip: str) -> None:
+    if vnet.type == FIXED:
+        raise NotFound("lease", f"{ip} in network {vnet.name}")
+    first, last = address_range(tmpl)
+    if not first <= int(ipaddress.IPv4Address(ip)) <= last:
+        raise InvalidRequest(f"{ip} is outside network {vnet.name}'s range")
+
+
+def _free(s: Session, vnet: VNet, lease: Lease) -> None:
+    if vnet.type == RANGED:
+        s.delete(lease)
+    else:
+        lease.vm_id = None
+        s.add(lease)
+
+
+# --- NICs ---
+
+def lease_nics(s: Session, caller: Caller, tmpl: template.Template, vm_id: int) -> None:
+    """Give each NIC of a new VM its lease and the network's attributes."""
+    for index, nic in enumerate(tmpl.vectors("NIC")):
+        if nic.get("NETWORK_ID", "").isdigit():
+            vnet = fetch(s, VNet, int(nic["NETWORK_ID"]), caller, "virtual network", lock=True)
+        elif nic.get("NETWORK"):
+            found = s.exec(restrict(select(VNet).where(VNet.name == nic["NETWORK"]), VNet, caller)
+                           .order_by(col(VNet.id))).first()
+            if found is None:
+                raise NotFound("virtual network", nic["NETWORK"])
+            vnet = s.get(VNet, found.id, with_for_update=True) or found
+        else:
+            raise InvalidRequest(f"NIC {index} needs NETWORK_ID or NETWORK")
+        lease = _pick(s, vnet, nic.get("IP", ""))
+        lease.vm_id = vm_id
+        s.add(lease)
+        net = template.parse(vnet.template)
+        nic.update(NETWORK=vnet.name, NETWORK_ID=str(vnet.id), IP=lease.ip, MAC=lease.mac,
+                   BRIDGE=vnet.bridge, NIC_ID=str(index))
+        for name in NIC_COPIES[1:]:
+            value = net.get(name)
+            if value and name not in nic:
+                nic[name] = value
+        if vnet.vlan:
+            nic["VLAN"] = "YES"
+
+
+def _pick(s: Session, vnet: VNet, wanted: str) -> Lease:
+    assert vnet.id is not None
+    rows = {lease.ip: lease for lease in _leases(s, [vnet.id]).get(vnet.id, [])}
+    if wanted:
+        ip = str(_ip(wanted, "NIC IP"))
+        lease = rows.get(ip)
+        if lease is not None and lease.vm_id is not None:
+            raise Conflict(f"{ip} of network {vnet.name} is already in use")
+        if lease is None:
+            _in_range(vnet, template.parse(vnet.template), ip)
+            lease = Lease(vnet_id=vnet.id, ip=ip, mac=mac_of(ip))
+        return lease
+    if vnet.type == FIXED:
+        for lease in rows.values():
+            if lease.vm_id is None:
+                return lease
+    else:
+        first, last = address_range(template.parse(vnet.template))
+        taken = {int(ipaddress.IPv4Address(ip)) for ip in rows}
+        for number in range(first, last + 1):
+            if number not in taken:
+                ip = str(ipaddress.IPv4Address(number))
+                return Lease(vnet_id=vnet.id, ip=ip, mac=mac_of(ip))
+    raise Conflict(f"network {vnet.name} has no free lease left")
+
+
+def release_leases(s: Session, vm: VM) -> None:
+    """A VM that is DONE gives its leases back."""
+    for lease in s.exec(select(Lease).where(Lease.vm_id == vm.id)):
+        vnet = s.get(VNet, lease.vnet_id)
+        if vnet is not None:
+            _free(s, vnet, lease)
