@@ -296,3 +296,40 @@ class Address(SQLModel, table=True):
     vm_id: int | None = Field(default=None, index=True)
     associations: int = 0
     allocated: int = Field(default_factory=now)
+
+
+class LoginToken(SQLModel, table=True):
+    """A login token (OpenNebula 4's one.user.login): it stands in for the password until
+    it expires. Only its SHA-256 digest is stored."""
+
+    __tablename__ = "login_token"
+    id: int | None = Field(default=None, primary_key=True)
+    uid: int = Field(index=True)
+    digest: str = Field(unique=True)
+    created: int = Field(default_factory=now)
+    expires: int
+
+
+class UserMixin(SQLModel, table=True):
+    """An OCCI mixin a user defined (a tag whose members form a collection)."""
+
+    __tablename__ = "user_mixin"
+    __table_args__ = (UniqueConstraint("uid", "scheme", "term"), UniqueConstraint("uid", "location"))
+    id: int | None = Field(default=None, primary_key=True)
+    uid: int = Field(index=True)
+    gid: int
+    term: str
+    scheme: str
+    title: str = ""
+    location: str  # relative to the service root, ends with "/"
+
+
+class MixinMember(SQLModel, table=True):
+    """An entity (VM, image, network) tagged with a user mixin."""
+
+    __tablename__ = "mixin_member"
+    __table_args__ = (UniqueConstraint("mixin_id", "kind", "object_id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    mixin_id: int = Field(foreign_key="user_mixin.id", index=True)
+    kind: str  # vm, image, vnet
+    object_id: int

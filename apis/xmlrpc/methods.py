@@ -12,7 +12,7 @@ from typing import Any
 
 from apis.xmlrpc.errors import BadCall
 from core import documents, template
-from core.service import disks, hosts, identity, images, vms
+from core.service import disks, hosts, identity, images, logins, vms
 from core.service.context import Caller, Cloud
 
 Handler = Callable[..., Any]
@@ -107,6 +107,14 @@ def user_chgrp(cloud: Cloud, caller: Caller, user_id: int, gid: int) -> int:
 def user_delete(cloud: Cloud, caller: Caller, user_id: int) -> int:
     identity.delete_user(cloud, caller, user_id=user_id)
     return user_id
+
+
+@method("one.user.login", str, optional=(str, int, int))
+def user_login(cloud: Cloud, caller: Caller, name: str, _token: str = "",
+               ttl: int = logins.DEFAULT_TTL, _gid: int = -1) -> str:
+    """OpenNebula 4: a login token for `name`, valid `ttl` seconds (0 or less revokes the
+    user's tokens). Nubo makes the token itself; a token the client proposes is ignored."""
+    return logins.login(cloud, caller, name=name, ttl=ttl)
 
 
 @method("one.user.ec2keys", int)

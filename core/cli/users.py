@@ -78,6 +78,18 @@ def keys(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def token(client: Client, args: argparse.Namespace) -> int:
+    name = args.user or client.credentials.session.partition(":")[0]
+    value = str(client.call("one.user.login", name, "", -1 if args.revoke else args.expire, -1))
+    if args.revoke:
+        return 0
+    if args.json:
+        emit_json({"token": value, "expires_in": args.expire})
+    else:
+        emit(value)
+    return 0
+
+
 def register(sub: Subparsers) -> None:
     verbs = group(sub, "user", "manage users")
     p = command(verbs, "create", "create a user; prints its ID", create)
@@ -88,6 +100,15 @@ def register(sub: Subparsers) -> None:
     command(verbs, "list", "list users", list_users)
     p = command(verbs, "show", "show a user (default: you)", show)
     p.add_argument("user", nargs="?", metavar="ID|NAME")
+    p = command(verbs, "token", "print a login token (OCCI's X-Auth-Token) for you", token,
+                description=(
+                    "Print a token that stands in for your password until it expires:\n\n"
+                    "  curl -H \"X-Auth-Token: $(nubo user token)\" http://127.0.0.1:4567/-/\n\n"
+                    "Admins may name another user. --revoke ends all of that user's tokens."))
+    p.add_argument("user", nargs="?", metavar="NAME", help="default: you")
+    p.add_argument("--expire", type=int, default=3600, metavar="S",
+                   help="seconds the token lives (default 3600, at most 30 days)")
+    p.add_argument("--revoke", action="store_true", help="revoke the user's tokens instead")
     p = command(verbs, "passwd", "change a user's password", passwd)
     p.add_argument("user", metavar="ID|NAME")
     p.add_argument("password", metavar="PASSWORD", help="the new password; - reads it from stdin")

@@ -188,6 +188,33 @@ def chtype_image(cloud: Cloud, caller: Caller, *, image_id: int, type_name: str)
         s.add(image)
 
 
+def update_image(cloud: Cloud, caller: Caller, *, image_id: int, name: str | None = None,
+                 description: str | None = None, size_mb: int | None = None) -> None:
+    """Rename, describe or resize an image (a size change only for an unused DATABLOCK)."""
+    with cloud.session() as s:
+        image = fetch(s, Image, image_id, caller, "image", lock=True)
+        tmpl = template.parse(image.template)
+        if name is not None and name != image.name:
+            name = name.strip()
+            if not name:
+                raise InvalidRequest("an image name cannot be empty")
+            if s.exec(select(Image.id).where(Image.uid == image.uid, Image.name == name)).first():
+                raise Conflict(f"you already have an image named {name}")
+            image.name = name
+            tmpl.set("NAME", name)
+        if description is not None:
+            tmpl.set("DESCRIPTION", description)
+        if size_mb is not None and size_mb != image.size_mb:
+            if image.type != IMAGE_TYPES["DATABLOCK"] or image.running_vms > 0:
+                raise Conflict(f"image {image.name}: only an unused DATABLOCK changes size")
+            if size_mb <= 0:
+                raise InvalidRequest("an image size is a positive number of MB")
+            image.size_mb = size_mb
+            tmpl.set("SIZE", str(size_mb))
+        image.template = tmpl.dumps()
+        s.add(image)
+
+
 def list_datastores(cloud: Cloud, caller: Caller) -> list[tuple[Datastore, list[int]]]:
     with cloud.session() as s:
         stores = list(s.exec(select(Datastore).order_by(col(Datastore.id))))

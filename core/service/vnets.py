@@ -46,8 +46,8 @@ def _ip(text: str, what: str) -> ipaddress.IPv4Address:
         raise InvalidRequest(f"{what}: {text!r} is not an IPv4 address") from None
 
 
-def address_range(tmpl: template.Template) -> tuple[int, int]:
-    """First and last usable address (as integers) of a RANGED network's template."""
+def network_of(tmpl: template.Template) -> ipaddress.IPv4Network:
+    """The IPv4 network of a RANGED network's template."""
     base = tmpl.get("NETWORK_ADDRESS") or ""
     if not base:
         raise InvalidRequest("a RANGED network needs NETWORK_ADDRESS")
@@ -69,6 +69,12 @@ def address_range(tmpl: template.Template) -> tuple[int, int]:
         raise InvalidRequest(f"bad network address: {exc}") from None
     if net.num_addresses > MAX_RANGE:
         raise InvalidRequest(f"a network holds at most {MAX_RANGE} addresses")
+    return net
+
+
+def address_range(tmpl: template.Template) -> tuple[int, int]:
+    """First and last usable address (as integers) of a RANGED network's template."""
+    net = network_of(tmpl)
     first, last = int(net.network_address) + 1, int(net.broadcast_address) - 1
     if tmpl.get("IP_START"):
         first = max(first, int(_ip(tmpl.get("IP_START") or "", "IP_START")))
@@ -77,6 +83,20 @@ def address_range(tmpl: template.Template) -> tuple[int, int]:
     if first > last:
         raise InvalidRequest("the network's address range is empty")
     return first, last
+
+
+def is_down(vnet: VNet) -> bool:
+    """A network taken down gives no new leases (VMs holding one keep it)."""
+    return (template.parse(vnet.template).get("DOWN") or "NO").upper() == "YES"
+
+
+def set_down(cloud: Cloud, caller: Caller, *, vnet_id: int, down: bool) -> None:
+    with cloud.session() as s:
+        vnet = fetch(s, VNet, vnet_id, caller, "virtual network", lock=True)
+        tmpl = template.parse(vnet.template)
+        tmpl.set("DOWN", "YES" if down else "NO")
+        vnet.template = tmpl.dumps()
+        s.add(vnet)
 
 
 def _fixed_leases(tmpl: template.Template) -> list[tuple[str, str]]:
@@ -254,6 +274,8 @@ def lease_nics(s: Session, caller: Caller, tmpl: template.Template, vm_id: int) 
             vnet = s.get(VNet, found.id, with_for_update=True) or found
         else:
             raise InvalidRequest(f"NIC {index} needs NETWORK_ID or NETWORK")
+        if is_down(vnet):
+            raise Conflict(f"network {vnet.name} is down: it gives no new leases")
         lease = _pick(s, vnet, nic.get("IP", ""))
         lease.vm_id = vm_id
         s.add(lease)

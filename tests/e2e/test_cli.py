@@ -533,3 +533,19 @@ def test_vnet_commands(nubo: LiveNubo) -> None:
     nubo.cli("vnet", "release", "cli-red", "10.8.0.2")
     nubo.cli("vnet", "delete", net_id)
     assert "cli-red" not in nubo.cli("vnet", "list").stdout
+
+
+def test_user_token(nubo: LiveNubo) -> None:
+    import httpx
+
+    token = nubo.cli("user", "token", "--expire", "120").stdout.strip()
+    assert len(token) > 30
+    answer = httpx.get(f"http://127.0.0.1:{nubo.port}/compute/", headers={"X-Auth-Token": token})
+    assert answer.status_code == 200
+    shown = json.loads(nubo.cli("user", "token", "--json").stdout)
+    assert shown["expires_in"] == 3600 and shown["token"] != token
+    nubo.cli("user", "token", "--revoke")
+    answer = httpx.get(f"http://127.0.0.1:{nubo.port}/compute/", headers={"X-Auth-Token": token})
+    assert answer.status_code == 401
+    too_long = nubo.cli("user", "token", "--expire", "99999999", check=False)
+    assert too_long.returncode == 1 and "at most" in too_long.stderr
