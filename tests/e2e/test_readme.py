@@ -45,3 +45,18 @@ def test_pyone_snippet(nubo: LiveNubo, tmp_path: Path) -> None:
                             capture_output=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() in {"1", "3"}  # PENDING or already ACTIVE
+
+
+def test_occi_commands(nubo: LiveNubo) -> None:
+    """README's OCCI curl block, after the first-VM block registered image `base`."""
+    script = block("sh", "compute needs exactly one `os_tpl`")
+    script = script.replace("http://127.0.0.1:4567", f"http://127.0.0.1:{nubo.port}")
+    script = script.replace("var/one_auth", str(nubo.var / "one_auth"))
+    nubo.rpc().one.image.allocate(nubo.session, 'NAME = "base"\nPATH = "/b.img"\n', 1)  # or it exists
+    result = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=ROOT, text=True,
+                            capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "HTTP/1.1 200" in out and 'occi.compute.hostname="web.example"' in out
+    assert re.search(r"^http://127\.0\.0\.1:\d+/compute/\d+$", out, re.M), out  # uri-list
+    assert '"kind": "http://schemas.ogf.org/occi/infrastructure#compute"' in out
