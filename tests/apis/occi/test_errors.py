@@ -158,3 +158,18 @@ def test_real_client_shapes(env: dict[str, Any], nubo: LiveNubo) -> None:
     root = call(env, "GET", "", headers={"Accept": "text/uri-list"})
     assert root.status_code == 200 and answer.headers["location"] in root.text
     assert call(env, "DELETE", path).status_code == 200
+
+
+def test_ooi_context_spellings(env: dict[str, Any], nubo: LiveNubo) -> None:
+    """ooi's typo'd key attribute and its user_data spelling reach the context too."""
+    body = "\n".join([
+        f"Category: {COMPUTE}", os_line(env),
+        'X-OCCI-Attribute: occi.crendentials.ssh.publickey="ssh-ed25519 AAAA ooi@x"',
+        'X-OCCI-Attribute: occi.compute.user_data="b29pLWRhdGE="',
+    ])
+    answer = call(env, "POST", "compute/", body=body, headers={"Content-Type": "text/plain"})
+    assert answer.status_code == 201, answer.text
+    path = answer.headers["location"].removeprefix(env["base"])
+    ok, doc, _ = nubo.rpc().one.vm.info(nubo.session, int(path.rsplit("/", 1)[1]))
+    assert "ssh-ed25519 AAAA ooi@x" in doc and "b29pLWRhdGE=" in doc
+    assert call(env, "DELETE", path).status_code == 200
