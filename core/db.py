@@ -119,6 +119,7 @@ def unit_of_work(engine: Engine) -> Iterator[Session]:
     enclosing = _ENCLOSING.get()
     if enclosing is not None and enclosing[0] is engine:
         yield enclosing[1]
+        enclosing[1].flush()  # what it wrote is there for statements run on the connection
         return
     with Session(engine, expire_on_commit=False) as session:
         try:

@@ -26,6 +26,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 
 from core import template
+from core.errors import InvalidRequest
 from core.lifecycle import VmState
 from core.models import (
     SYSTEM_DATASTORE_ID,
@@ -317,8 +318,11 @@ def vnet_xml(vnet: VNet, *, uname: str, gname: str, leases: Sequence[Lease] = ()
 def _address_range(vnet: VNet, leases: Sequence[Lease]) -> tuple[str, int]:
     """First address and size of the network: its range (RANGED) or its leases (FIXED)."""
     if vnet.type == 0:
-        low, high = address_range(template.parse(vnet.template))
-        return str(ipaddress.IPv4Address(low)), high - low + 1
+        try:
+            low, high = address_range(template.parse(vnet.template))
+            return str(ipaddress.IPv4Address(low)), high - low + 1
+        except InvalidRequest:  # a row written without its range: show its leases
+            pass
     return (leases[0].ip, len(leases)) if leases else ("", 0)
 
 

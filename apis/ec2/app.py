@@ -33,9 +33,11 @@ MAX_BODY = 4 * 1024 * 1024
 _REGION = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/")
 _QUERY_REGION = re.compile(r"[^/]+/\d{8}/([^/]+)/")
 HANDLERS = load()
-# Actions whose service calls only read: the whole request, authentication included, is one
-# unit of work (core.db.one_unit) instead of one per call
-ONE_UNIT = frozenset({"DescribeInstances"})
+# Point reads, the hot path: the whole request, authentication included, is one unit of work
+# (core.db.one_unit) instead of one per service call. Their calls only read and their work is
+# bounded by the ids named; listings keep one unit per call, so that a long one does not
+# hold SQLite's write lock while it builds its answer.
+POINT_READS = {"DescribeInstances": "InstanceId.1"}
 
 
 def _xml(body: bytes, status: int = 200) -> Response:
@@ -69,7 +71,8 @@ def handle(cloud: Cloud, req: auth.SignedRequest, request_id: str,
         if not name:
             raise Ec2Error("MissingAction", "The request must contain the parameter Action")
         op = query.operation(name)
-        with db.one_unit(cloud.engine) if name in ONE_UNIT else nullcontext():
+        point_read = POINT_READS.get(name) in params
+        with db.one_unit(cloud.engine) if point_read else nullcontext():
             result = _act(cloud, req, request_id, throttle, name, op)
         return 200, xml.render(op, result, request_id=request_id, version=version)
     except Ec2Error as exc:

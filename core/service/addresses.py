@@ -111,7 +111,7 @@ def of_vms(cloud: Cloud, caller: Caller, *, vm_ids: Iterable[int]) -> dict[int, 
     if not wanted:
         return {}
     with cloud.session() as s:
-        rows = s.exec(_of_vms_query(caller), params={"ids": wanted})
+        rows = s.connection().execute(_of_vms_query(caller), {"ids": wanted})  # rows suffice
         return {row.vm_id: row.ip for row in rows if row.vm_id is not None}
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterable
 
 from sqlalchemy import bindparam
 from sqlalchemy import select as sa_select
@@ -49,13 +48,9 @@ def check_password(cloud: Cloud, *, name: str, password: str) -> Caller:
 
 
 _USERS = User.__table__.c  # type: ignore[attr-defined]  # SQLModel does not type __table__
-_GROUPS = Group.__table__.c  # type: ignore[attr-defined]
 # Built once: every EC2 request runs it, and building a statement costs more than running it
 _BY_ACCESS_KEY = sa_select(_USERS.id, _USERS.gid, _USERS.name, _USERS.enabled,
                            _USERS.ec2_secret_key).where(_USERS.ec2_access_key == bindparam("key"))
-_USER_NAMES = sa_select(_USERS.id, _USERS.name).where(_USERS.id.in_(bindparam("ids", expanding=True)))
-_GROUP_NAMES = sa_select(_GROUPS.id, _GROUPS.name).where(
-    _GROUPS.id.in_(bindparam("ids", expanding=True)))
 
 
 def caller_by_access_key(cloud: Cloud, access_key: str) -> tuple[Caller, str]:
@@ -229,15 +224,6 @@ def names(session: Session) -> tuple[dict[int, str], dict[int, str]]:
     """uid -> user name and gid -> group name, for rendering owners."""
     users = {u.id: u.name for u in session.exec(select(User)) if u.id is not None}
     groups = {g.id: g.name for g in session.exec(select(Group)) if g.id is not None}
-    return users, groups
-
-
-def names_of(session: Session, *, uids: Iterable[int],
-             gids: Iterable[int]) -> tuple[dict[int, str], dict[int, str]]:
-    """`names`, for these users and groups only."""
-    conn = session.connection()
-    users = {row.id: row.name for row in conn.execute(_USER_NAMES, {"ids": sorted(set(uids))})}
-    groups = {row.id: row.name for row in conn.execute(_GROUP_NAMES, {"ids": sorted(set(gids))})}
     return users, groups
 
 

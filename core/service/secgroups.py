@@ -180,7 +180,7 @@ def names(cloud: Cloud, caller: Caller, *, ids: Iterable[int]) -> dict[int, str]
     if not wanted:
         return {}
     with cloud.session() as s:
-        rows = s.exec(_names_query(caller), params={"ids": wanted})
+        rows = s.connection().execute(_names_query(caller), {"ids": wanted})  # rows suffice
         return {row.id: row.name for row in rows if row.id is not None}
 
 

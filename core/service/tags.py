@@ -76,11 +76,11 @@ def tags_of(session: Session, kind: str, ids: Iterable[int]) -> dict[int, dict[s
     if not wanted:
         return found
     query = _TAGS_OF if len(wanted) <= 500 else _TAGS_OF_KIND
-    for tag in session.exec(query, params={"kind": kind, "ids": wanted}):
+    for tag in session.connection().execute(query, {"kind": kind, "ids": wanted}):  # rows suffice
         found.setdefault(tag.object_id, {})[tag.key] = tag.value
     return found
 
 
 # Built once (front doors render tags on every listing): building costs more than running
-_TAGS_OF_KIND = select(Tag).where(Tag.kind == bindparam("kind"))
+_TAGS_OF_KIND = select(Tag.object_id, Tag.key, Tag.value).where(Tag.kind == bindparam("kind"))
 _TAGS_OF = _TAGS_OF_KIND.where(col(Tag.object_id).in_(bindparam("ids", expanding=True)))

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import bindparam
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select, update
-from sqlmodel.sql.expression import SelectOfScalar
 
 from core import expr, lifecycle, template
 from core.errors import (
@@ -23,17 +23,19 @@ from core.models import (
     SYSTEM_DATASTORE_ID,
     VM,
     Datastore,
+    Group,
     History,
     Host,
     Image,
     LogEntry,
+    User,
 )
 from core.service import disks as disks_service
 from core.service import images as image_service
 from core.service import tokens, vnets
 from core.service.access import ALL, fetch, id_range, restrict
 from core.service.context import DISPATCHER, SCHEDULER, Caller, Cloud, vm_log
-from core.service.identity import names, names_of
+from core.service.identity import names
 from core.service.transitions import (
     IMAGE_USED,
     apply,
@@ -270,30 +272,33 @@ def list_vms(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1, 
 
     `done_since` (with state -2) keeps DONE VMs only if they ended at or after it; `ids`
     restricts the listing to those VMs."""
-    query = _vm_query(caller, flag, start, end, state, done_since is not None, ids is not None)
+    wanted = [] if ids is None else list(ids)
+    one = len(wanted) == 1  # a point read: no IN list to expand
+    query = _vm_query(caller, flag, start, end, state, done_since is not None,
+                      "one" if one else "" if ids is None else "some")
+    params = {"since": done_since, "ids": wanted, "id": wanted[0] if one else None}
+    infos: dict[int, VMInfo] = {}
     with cloud.session() as s:
-        vms = list(s.exec(query, params={"since": done_since, "ids": list(ids or ())}))
-        histories: dict[int, list[History]] = {}
-        if vms:
-            found = [v.id for v in vms]
-            # many VMs: one scan is cheaper than a huge IN list
-            hq = _ALL_HISTORY if len(found) > 900 else _HISTORY
-            for h in s.exec(hq, params={"ids": found}):
-                histories.setdefault(h.vm_id, []).append(h)
-        users, groups = names_of(s, uids=[v.uid for v in vms], gids=[v.gid for v in vms])
-        return [
-            VMInfo(v, histories.get(v.id or 0, []), users.get(v.uid, str(v.uid)),
-                   groups.get(v.gid, str(v.gid)))
-            for v in vms
-        ]
+        for vm, uname, gname, history in s.execute(query, params):
+            info = infos.get(vm.id)
+            if info is None:
+                info = infos[vm.id] = VMInfo(vm, [], str(vm.uid) if uname is None else uname,
+                                             str(vm.gid) if gname is None else gname)
+            if history is not None:
+                info.history.append(history)
+    return list(infos.values())
 
 
 @lru_cache(maxsize=512)
 def _vm_query(caller: Caller, flag: int, start: int, end: int, state: int, since: bool,
-              ids: bool) -> SelectOfScalar[VM]:
+              ids: str) -> Any:
     """list_vms' statement for one caller and filter shape, built once: building it costs
-    more than running it. `since` and `ids` are bound at run time."""
-    query = id_range(restrict(select(VM), VM, caller, flag), VM, start, end)
+    more than running it. `since` and the ids (`ids` "one" or "some") are bound at run time.
+    Rows of (VM, owner's name, group's name, History or None), one per history record."""
+    joined: Any = select(VM, User.name, Group.name, History).outerjoin(
+        User, col(User.id) == col(VM.uid)).outerjoin(Group, col(Group.id) == col(VM.gid)
+    ).outerjoin(History, col(History.vm_id) == col(VM.id))
+    query = id_range(restrict(joined, VM, caller, flag), VM, start, end)
     if state == -1:
         query = query.where(col(VM.state) != VmState.DONE)
     elif state >= 0:
@@ -303,14 +308,11 @@ def _vm_query(caller: Caller, flag: int, start: int, end: int, state: int, since
     if since:
         query = query.where((col(VM.state) != VmState.DONE)
                             | (col(VM.etime) >= bindparam("since")))
-    if ids:
+    if ids == "one":
+        query = query.where(col(VM.id) == bindparam("id"))
+    elif ids:
         query = query.where(col(VM.id).in_(bindparam("ids", expanding=True)))
-    return query.order_by(col(VM.id))
-
-
-_HISTORY = select(History).where(col(History.vm_id).in_(bindparam("ids", expanding=True))
-                                 ).order_by(col(History.seq))
-_ALL_HISTORY = select(History).order_by(col(History.seq))
+    return query.order_by(col(VM.id), col(History.seq))
 
 
 def vm_log_entries(cloud: Cloud, caller: Caller, *, vm_id: int, after: int = 0) -> list[LogEntry]:
