@@ -98,12 +98,29 @@ class _WriteLock:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the latest revision (creates it on an empty database)."""
+    """Bring the schema to the latest revision (creates it on an empty database).
+
+    On SQLite, foreign keys are off while revisions rebuild tables (SQLite's own recipe
+    for changing a table: a dropped and renamed parent would otherwise count as broken
+    references), and checked before the transaction commits."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        if sqlite and raw is not None:
+            raw.execute("PRAGMA foreign_keys=OFF")  # outside any transaction, or it is ignored
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"migration left broken references: {broken[:5]}")
+        finally:
+            if sqlite and raw is not None:
+                raw.execute("PRAGMA foreign_keys=ON")
 
 
 # The unit of work that `one_unit` opened in this thread (context), if any

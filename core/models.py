@@ -17,6 +17,10 @@ USERS_GROUP_ID = 1  # group `users`
 ADMIN_USER_ID = 0  # user `oneadmin`
 SYSTEM_DATASTORE_ID = 0
 DEFAULT_DATASTORE_ID = 1
+# Ids of owned or public objects are never handed out again once deleted (SQLite would
+# reuse the highest id): a new user must not inherit a deleted one's leftovers, a new
+# image a deleted one's tags, an old ami-/vol- id must not name something else.
+NO_REUSE = {"sqlite_autoincrement": True}
 
 
 def now() -> int:
@@ -28,11 +32,13 @@ def text_column() -> Column:  # type: ignore[type-arg]
 
 
 class Group(SQLModel, table=True):
+    __table_args__ = (NO_REUSE,)
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, index=True)
 
 
 class User(SQLModel, table=True):
+    __table_args__ = (NO_REUSE,)
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, index=True)
     gid: int = Field(default=USERS_GROUP_ID, foreign_key="group.id")
@@ -45,6 +51,7 @@ class User(SQLModel, table=True):
 
 
 class Host(SQLModel, table=True):
+    __table_args__ = (NO_REUSE,)
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True, index=True)
     uid: int = ADMIN_USER_ID
@@ -72,6 +79,7 @@ class Host(SQLModel, table=True):
 
 
 class Datastore(SQLModel, table=True):
+    __table_args__ = (NO_REUSE,)
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(unique=True)
     uid: int = ADMIN_USER_ID
@@ -84,7 +92,7 @@ class Datastore(SQLModel, table=True):
 
 
 class Image(SQLModel, table=True):
-    __table_args__ = (UniqueConstraint("uid", "name"),)
+    __table_args__ = (UniqueConstraint("uid", "name"), NO_REUSE)
     id: int | None = Field(default=None, primary_key=True)
     name: str
     uid: int = Field(index=True)
@@ -104,6 +112,7 @@ class Image(SQLModel, table=True):
 
 class VMTemplate(SQLModel, table=True):
     __tablename__ = "vmtemplate"
+    __table_args__ = (NO_REUSE,)
     id: int | None = Field(default=None, primary_key=True)
     name: str
     uid: int = Field(index=True)
@@ -113,6 +122,7 @@ class VMTemplate(SQLModel, table=True):
 
 
 class VNet(SQLModel, table=True):
+    __table_args__ = (NO_REUSE,)
     id: int | None = Field(default=None, primary_key=True)
     name: str
     uid: int = Field(index=True)
@@ -237,7 +247,7 @@ class KeyPair(SQLModel, table=True):
     """An SSH public key a user registered; it reaches VMs through their CONTEXT."""
 
     __tablename__ = "keypair"
-    __table_args__ = (UniqueConstraint("uid", "name"),)
+    __table_args__ = (UniqueConstraint("uid", "name"), NO_REUSE)
     id: int | None = Field(default=None, primary_key=True)
     uid: int = Field(index=True)
     gid: int
@@ -273,7 +283,7 @@ class SecurityGroup(SQLModel, table=True):
 
     __tablename__ = "security_group"
     # ids are public (sg-...): SQLite must not hand a deleted group's id to a new one
-    __table_args__ = (UniqueConstraint("uid", "name"), {"sqlite_autoincrement": True})
+    __table_args__ = (UniqueConstraint("uid", "name"), NO_REUSE)
     id: int | None = Field(default=None, primary_key=True)
     uid: int = Field(index=True)
     gid: int
@@ -288,7 +298,7 @@ class Address(SQLModel, table=True):
     """A public IPv4 address a user holds from the pool (EC2's Elastic IPs), and the VM
     it is associated with; `associations` counts associations (it names the current one)."""
 
-    __table_args__ = ({"sqlite_autoincrement": True},)  # ids are public (eipalloc-...)
+    __table_args__ = (NO_REUSE,)  # ids are public (eipalloc-...)
     id: int | None = Field(default=None, primary_key=True)
     uid: int = Field(index=True)
     gid: int
@@ -314,7 +324,8 @@ class UserMixin(SQLModel, table=True):
     """An OCCI mixin a user defined (a tag whose members form a collection)."""
 
     __tablename__ = "user_mixin"
-    __table_args__ = (UniqueConstraint("uid", "scheme", "term"), UniqueConstraint("uid", "location"))
+    __table_args__ = (UniqueConstraint("uid", "scheme", "term"), UniqueConstraint("uid", "location"),
+                      NO_REUSE)
     id: int | None = Field(default=None, primary_key=True)
     uid: int = Field(index=True)
     gid: int

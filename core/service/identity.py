@@ -5,13 +5,32 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import Any
 
 from sqlalchemy import bindparam
 from sqlalchemy import select as sa_select
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, delete, select
 
 from core.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
-from core.models import ADMIN_GROUP_ID, ADMIN_USER_ID, USERS_GROUP_ID, VM, Group, User
+from core.models import (
+    ADMIN_GROUP_ID,
+    ADMIN_USER_ID,
+    USERS_GROUP_ID,
+    VM,
+    Address,
+    Group,
+    Image,
+    KeyPair,
+    LoginToken,
+    MixinMember,
+    RequestToken,
+    SecurityGroup,
+    Tag,
+    User,
+    UserMixin,
+    VMTemplate,
+    VNet,
+)
 from core.service.context import Caller, Cloud
 
 AUTH_DRIVERS = ("core", "public")
@@ -186,6 +205,19 @@ def delete_user(cloud: Cloud, caller: Caller, *, user_id: int) -> None:
         live = s.exec(select(VM.id).where(VM.uid == user_id, col(VM.state) != 6)).first()
         if live is not None:
             raise Conflict(f"user {user.name} still owns VM {live}; delete its VMs first")
+        kept: tuple[tuple[Any, str], ...] = (
+            (Image, "image"), (VMTemplate, "template"), (VNet, "network"), (Address, "elastic IP"))
+        for model, what in kept:
+            owned = s.exec(select(model.id).where(model.uid == user_id)).first()
+            if owned is not None:
+                raise Conflict(f"user {user.name} still owns {what} {owned}; delete it first")
+        # what only made sense with the user goes with it
+        mixin_ids = select(UserMixin.id).where(UserMixin.uid == user_id)
+        s.execute(delete(MixinMember).where(col(MixinMember.mixin_id).in_(mixin_ids)))
+        owned_only: tuple[Any, ...] = (UserMixin, KeyPair, SecurityGroup, LoginToken,
+                                       RequestToken, Tag)
+        for table in owned_only:
+            s.execute(delete(table).where(table.uid == user_id))
         s.delete(user)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
@@ -19,3 +21,20 @@ def test_migrations_match_the_models(db_url: str) -> None:
         assert diff == [], f"models and migrations disagree; add a revision: {diff}"
     finally:
         engine.dispose()
+
+
+def test_deleted_ids_are_never_handed_out_again(db_url: str, tmp_path: Path) -> None:
+    """A new user must not get a deleted user's id (and so its leftovers); same for images."""
+    from core.service import identity, images
+    from tests.core.clouds import ADMIN, make_cloud
+
+    cloud = make_cloud(db_url, tmp_path)
+    try:
+        first = identity.create_user(cloud, ADMIN, name="carol", password="pw")
+        image = images.create_image(cloud, ADMIN, text='NAME = "x"\nPATH = "/x.img"')
+        identity.delete_user(cloud, ADMIN, user_id=first)
+        images.delete_image(cloud, ADMIN, image_id=image)
+        assert identity.create_user(cloud, ADMIN, name="dave", password="pw") > first
+        assert images.create_image(cloud, ADMIN, text='NAME = "y"\nPATH = "/y.img"') > image
+    finally:
+        cloud.engine.dispose()

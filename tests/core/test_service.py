@@ -12,7 +12,7 @@ from core import db
 from core.daemon import schedule_once
 from core.errors import Conflict, Forbidden, InvalidRequest, InvalidState, NotFound, Unauthorized
 from core.lifecycle import HostState, LcmState, Step, VmState
-from core.models import Host, LogEntry, Operation
+from core.models import Host, KeyPair, LogEntry, Operation
 from core.service import hosts, identity, images, vms
 from core.service.context import Cloud
 from tests.core.clouds import ADMIN, VM_TEXT, make_cloud, user
@@ -236,3 +236,23 @@ def test_key_pairs(cloud: Cloud) -> None:
     assert row.id is not None
     keypairs.delete_key(cloud, ADMIN, key_id=row.id)
     assert [k.name for k in keypairs.list_keys(cloud, ADMIN)] == ["other"]
+
+
+def test_deleting_a_user_refuses_while_it_owns_things_and_takes_its_keys(cloud: Cloud) -> None:
+    from core.service import keypairs, logins
+
+    carol = user(cloud, "carol")
+    image = images.create_image(cloud, carol, text='NAME = "c"\nPATH = "/c.img"')
+    keypairs.import_key(cloud, carol, name="laptop",
+                        public_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ0cPuFyrSyr9O0M5Ag"
+                                   "aiALmSudEFxqKHGSSqbt0SDPl carol@laptop")
+    token = logins.login(cloud, carol, ttl=60)
+    with pytest.raises(Conflict, match="still owns image"):
+        identity.delete_user(cloud, ADMIN, user_id=carol.uid)
+    images.delete_image(cloud, carol, image_id=image)
+    identity.delete_user(cloud, ADMIN, user_id=carol.uid)
+    with pytest.raises(Unauthorized):
+        logins.caller_by_token(cloud, token)
+    with cloud.session() as s:
+        assert s.exec(select(KeyPair).where(KeyPair.uid == carol.uid)).all() == []
+    assert user(cloud, "dave").uid > carol.uid  # never carol's id
