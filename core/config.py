@@ -47,6 +47,7 @@ class Config:
     var: Path
     host: str = "127.0.0.1"
     port: int = 4567
+    occi_xml_port: int = 4568  # OpenNebula's OCCI-XML dialect (libcloud's driver); 0: off
     db: str = ""  # SQLAlchemy URL; default sqlite file under var
     sched_interval: float = 30.0
     max_vm: int = 300
@@ -100,6 +101,7 @@ class Config:
 _KEYS: dict[str, tuple[str, type]] = {
     "LISTEN": ("host", str),
     "PORT": ("port", int),
+    "OCCI_XML_PORT": ("occi_xml_port", int),
     "DB": ("db", str),
     "SCHED_INTERVAL": ("sched_interval", float),
     "MAX_VM": ("max_vm", int),
@@ -137,6 +139,9 @@ def load(var: Path | None = None, path: Path | None = None) -> Config:
         cfg.db = os.environ["NUBO_DB"]
     if os.environ.get("NUBO_PORT"):
         cfg.port = _convert("NUBO_PORT", os.environ["NUBO_PORT"], int, "environment")
+    if os.environ.get("NUBO_OCCI_XML_PORT"):
+        cfg.occi_xml_port = _convert("NUBO_OCCI_XML_PORT", os.environ["NUBO_OCCI_XML_PORT"], int,
+                                     "environment")
     return cfg
 
 

@@ -53,6 +53,9 @@ class LiveNubo:
         self.db = db
         self.password = password
         self.port = free_port()
+        self.occi_xml_port = free_port()  # OpenNebula's OCCI-XML dialect (apis.occi_xml)
+        while self.occi_xml_port == self.port:
+            self.occi_xml_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         var.mkdir(parents=True, exist_ok=True)
         (var / "nubo.conf").write_text(conf)
@@ -69,6 +72,7 @@ class LiveNubo:
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
         env.update(NUBO_VAR=str(self.var), NUBO_PORT=str(self.port),
+                   NUBO_OCCI_XML_PORT=str(self.occi_xml_port),
                    NUBO_ADMIN_PASSWORD=self.password, NUBO_URL=self.url,
                    ONE_AUTH=str(self.var / "one_auth"))
         if self.db:

@@ -33,6 +33,9 @@ def test_deleted_user_is_refused_at_once(nubo: LiveNubo) -> None:
     mine = carol.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     assert ids_of(carol.describe_instances(InstanceIds=[mine])) == [mine]
     carol.terminate_instances(InstanceIds=[mine])
+    carol.get_waiter("instance_terminated").wait(InstanceIds=[mine],
+                                                 WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    carol.deregister_image(ImageId=ami)  # a user who still owns images is not deleted
     ok, err, _ = nubo.rpc().one.user.delete(nubo.session, uid)
     assert ok, err
     with pytest.raises(ClientError) as exc:  # the very next request: no cached key
