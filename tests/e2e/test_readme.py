@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.live import ROOT, LiveNubo
+from tests.strict import missing
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +51,8 @@ def test_pyone_snippet(nubo: LiveNubo, tmp_path: Path) -> None:
 
 def test_occi_commands(nubo: LiveNubo) -> None:
     """README's OCCI curl block, after the first-VM block registered image `base`."""
+    if shutil.which("curl") is None:
+        missing("curl")
     script = block("sh", "compute needs exactly one `os_tpl`")
     script = script.replace("http://127.0.0.1:4567", f"http://127.0.0.1:{nubo.port}")
     script = script.replace("var/one_auth", str(nubo.var / "one_auth"))
