@@ -22,7 +22,7 @@ from apis.occi.text import Message
 from core import template
 from core.errors import CloudError, Conflict, InvalidRequest, InvalidState
 from core.lifecycle import VmState
-from core.service import disks, images, mixins, vms, vnets
+from core.service import disks, images, mixins, nics, vms, vnets
 
 METHODS = {
     "stop": ("graceful", "acpioff", "poweroff"),
@@ -138,8 +138,8 @@ def delete(scope: Scope, kind: str, ident: str) -> None:
             vm_id, _, disk_id = ident.removeprefix("compute_").partition("_disk_")
             disks.detach_disk(scope.cloud, scope.caller, vm_id=int(vm_id), disk_id=int(disk_id))
         else:
-            raise OcciError(501, "network interfaces are fixed when a compute is created; "
-                            "delete the compute or create another")
+            vm_id, _, nic_id = ident.removeprefix("compute_").partition("_nic_")
+            nics.detach_nic(scope.cloud, scope.caller, vm_id=int(vm_id), nic_id=int(nic_id))
     except (Conflict, InvalidState) as exc:
         raise OcciError(409, str(exc)) from None
 

@@ -132,9 +132,7 @@ def _root(scope: Scope, method: str, req: Req) -> Response:
 
 
 def _create(scope: Scope, kind: str, message: Message) -> Response:
-    creator = create.CREATORS.get(kind)
-    if creator is None:
-        raise OcciError(501, "network interfaces are fixed when a compute is created")
+    creator = create.CREATORS[kind]
     named = [c for c in message.categories if c.cls == "kind" or c.term == kind]
     expected = (RESOURCE_KINDS | LINK_KINDS)[kind]
     if any(c.cls == "kind" and c.type_id != expected.type_id for c in named):

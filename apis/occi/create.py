@@ -20,7 +20,7 @@ from apis.occi.media import OcciError
 from apis.occi.text import Link, Message, Value
 from core import template
 from core.errors import Conflict, InvalidRequest, InvalidState
-from core.service import disks, images, mixins, vms, vnets
+from core.service import disks, images, mixins, nics, vms, vnets
 
 ARCHITECTURES = {"x86", "x64", "x86_64", "amd64", "i686"}
 IMMUTABLE = {"occi.compute.state", "occi.compute.state.message", "occi.storage.state",
@@ -202,19 +202,26 @@ def create_network(scope: Scope, message: Message) -> Entity:
     return one(scope, "network", str(vnet_id))
 
 
-def create_storagelink(scope: Scope, message: Message) -> Entity:
-    attrs = message.attributes
+def _ends(scope: Scope, attrs: Mapping[str, Value], source_kind: str,
+          target_kind: str) -> tuple[str, str]:
+    """The ids at both ends of a link being created (occi.core.source and .target)."""
     source = str(attrs.get("occi.core.source", "")).strip('"')
     target = str(attrs.get("occi.core.target", "")).strip('"')
     if not source or not target:
-        raise OcciError(400, "a storagelink needs occi.core.source (a compute) and "
-                        "occi.core.target (a storage)")
-    source_kind, vm_id = split_location(scope, source)
-    target_kind, image_id = split_location(scope, target)
-    if (source_kind, target_kind) != ("compute", "storage"):
-        raise OcciError(400, "a storagelink goes from a compute to a storage")
-    one(scope, "compute", vm_id)
-    one(scope, "storage", image_id)
+        raise OcciError(400, f"the link needs occi.core.source (a {source_kind}) and "
+                        f"occi.core.target (a {target_kind})")
+    found_source, source_id = split_location(scope, source)
+    found_target, target_id = split_location(scope, target)
+    if (found_source, found_target) != (source_kind, target_kind):
+        raise OcciError(400, f"the link goes from a {source_kind} to a {target_kind}")
+    one(scope, source_kind, source_id)
+    one(scope, target_kind, target_id)
+    return source_id, target_id
+
+
+def create_storagelink(scope: Scope, message: Message) -> Entity:
+    attrs = message.attributes
+    vm_id, image_id = _ends(scope, attrs, "compute", "storage")
     device = str(attrs.get("occi.storagelink.deviceid", "")).removeprefix("/dev/")
     try:
         disk_id = disks.attach_disk(scope.cloud, scope.caller, vm_id=int(vm_id),
@@ -224,8 +231,20 @@ def create_storagelink(scope: Scope, message: Message) -> Entity:
     return one(scope, "storagelink", f"compute_{vm_id}_disk_{disk_id}")
 
 
+def create_networkinterface(scope: Scope, message: Message) -> Entity:
+    """A NIC on a compute that is not on a host (pending, held or stopped)."""
+    vm_id, vnet_id = _ends(scope, message.attributes, "compute", "network")
+    address = str(message.attributes.get("occi.networkinterface.address", "")).strip()
+    try:
+        nic_id = nics.attach_nic(scope.cloud, scope.caller, vm_id=int(vm_id),
+                                 network_id=int(vnet_id), ip=address)
+    except (Conflict, InvalidState) as exc:
+        raise OcciError(409, str(exc)) from None
+    return one(scope, "networkinterface", f"compute_{vm_id}_nic_{nic_id}")
+
+
 CREATORS = {"compute": create_compute, "storage": create_storage, "network": create_network,
-            "storagelink": create_storagelink}
+            "storagelink": create_storagelink, "networkinterface": create_networkinterface}
 
 
 def update(scope: Scope, kind: str, ident: str, message: Message, *, full: bool) -> Entity:

@@ -12,7 +12,7 @@ from typing import Any
 
 from apis.xmlrpc.errors import BadCall
 from core import documents, template
-from core.service import disks, hosts, identity, images, logins, vms
+from core.service import disks, hosts, identity, images, logins, nics, vms, vnets
 from core.service.context import Caller, Cloud
 
 Handler = Callable[..., Any]
@@ -407,3 +407,22 @@ def vm_savedisk(cloud: Cloud, caller: Caller, vm_id: int, disk_id: int, name: st
     VM's disk to its shutdown; here the VM must be stopped first)."""
     return disks.save_disk(cloud, caller, vm_id=vm_id, disk_id=disk_id, name=name,
                            type_name=type_name or "OS")
+
+
+@method("one.vm.attachnic", int, str)
+def vm_attachnic(cloud: Cloud, caller: Caller, vm_id: int, text: str) -> int:
+    """4.0: `NIC = [ NETWORK_ID = n | NETWORK = name, IP = ... ]`, while the VM is off a host."""
+    nic = template.parse(text).vector("NIC")
+    if nic is None:
+        raise BadCall("the template must hold one NIC = [ NETWORK_ID = ... ] vector")
+    network = nic.get("NETWORK_ID", "")
+    vnet_id = int(network) if network.isdigit() else vnets.find_vnet(
+        cloud, caller, ref=nic.get("NETWORK", ""))
+    nics.attach_nic(cloud, caller, vm_id=vm_id, network_id=vnet_id, ip=nic.get("IP", ""))
+    return vm_id
+
+
+@method("one.vm.detachnic", int, int)
+def vm_detachnic(cloud: Cloud, caller: Caller, vm_id: int, nic_id: int) -> int:
+    nics.detach_nic(cloud, caller, vm_id=vm_id, nic_id=nic_id)
+    return vm_id

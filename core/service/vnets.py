@@ -264,30 +264,44 @@ def _free(s: Session, vnet: VNet, lease: Lease) -> None:
 def lease_nics(s: Session, caller: Caller, tmpl: template.Template, vm_id: int) -> None:
     """Give each NIC of a new VM its lease and the network's attributes."""
     for index, nic in enumerate(tmpl.vectors("NIC")):
-        if nic.get("NETWORK_ID", "").isdigit():
-            vnet = fetch(s, VNet, int(nic["NETWORK_ID"]), caller, "virtual network", lock=True)
-        elif nic.get("NETWORK"):
-            found = s.exec(restrict(select(VNet).where(VNet.name == nic["NETWORK"]), VNet, caller)
-                           .order_by(col(VNet.id))).first()
-            if found is None:
-                raise NotFound("virtual network", nic["NETWORK"])
-            vnet = s.get(VNet, found.id, with_for_update=True) or found
-        else:
-            raise InvalidRequest(f"NIC {index} needs NETWORK_ID or NETWORK")
-        if is_down(vnet):
-            raise Conflict(f"network {vnet.name} is down: it gives no new leases")
-        lease = _pick(s, vnet, nic.get("IP", ""))
-        lease.vm_id = vm_id
-        s.add(lease)
-        net = template.parse(vnet.template)
-        nic.update(NETWORK=vnet.name, NETWORK_ID=str(vnet.id), IP=lease.ip, MAC=lease.mac,
-                   BRIDGE=vnet.bridge, NIC_ID=str(index))
-        for name in NIC_COPIES[1:]:
-            value = net.get(name)
-            if value and name not in nic:
-                nic[name] = value
-        if vnet.vlan:
-            nic["VLAN"] = "YES"
+        lease_nic(s, caller, nic, vm_id, index)
+
+
+def lease_nic(s: Session, caller: Caller, nic: dict[str, str], vm_id: int, nic_id: int) -> None:
+    """One NIC's lease (NETWORK_ID or NETWORK, optional IP) and the network's attributes."""
+    if nic.get("NETWORK_ID", "").isdigit():
+        vnet = fetch(s, VNet, int(nic["NETWORK_ID"]), caller, "virtual network", lock=True)
+    elif nic.get("NETWORK"):
+        found = s.exec(restrict(select(VNet).where(VNet.name == nic["NETWORK"]), VNet, caller)
+                       .order_by(col(VNet.id))).first()
+        if found is None:
+            raise NotFound("virtual network", nic["NETWORK"])
+        vnet = s.get(VNet, found.id, with_for_update=True) or found
+    else:
+        raise InvalidRequest(f"NIC {nic_id} needs NETWORK_ID or NETWORK")
+    if is_down(vnet):
+        raise Conflict(f"network {vnet.name} is down: it gives no new leases")
+    lease = _pick(s, vnet, nic.get("IP", ""))
+    lease.vm_id = vm_id
+    s.add(lease)
+    net = template.parse(vnet.template)
+    nic.update(NETWORK=vnet.name, NETWORK_ID=str(vnet.id), IP=lease.ip, MAC=lease.mac,
+               BRIDGE=vnet.bridge, NIC_ID=str(nic_id))
+    for name in NIC_COPIES[1:]:
+        value = net.get(name)
+        if value and name not in nic:
+            nic[name] = value
+    if vnet.vlan:
+        nic["VLAN"] = "YES"
+
+
+def release_lease(s: Session, vm_id: int, nic: dict[str, str]) -> None:
+    """The lease of one NIC goes back to its network."""
+    lease = s.exec(select(Lease).where(Lease.vm_id == vm_id, Lease.ip == nic.get("IP", ""),
+                                       Lease.vnet_id == int(nic.get("NETWORK_ID") or -1))).first()
+    vnet = s.get(VNet, lease.vnet_id) if lease is not None else None
+    if lease is not None and vnet is not None:
+        _free(s, vnet, lease)
 
 
 def _pick(s: Session, vnet: VNet, wanted: str) -> Lease:

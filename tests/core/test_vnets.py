@@ -162,3 +162,29 @@ def test_users_use_only_their_own_networks(cloud: Cloud) -> None:
     with pytest.raises(Conflict, match="already have"):
         vnets.create_vnet(cloud, alice, text="NAME = a\nNETWORK_ADDRESS = 10.6.0.0/24")
     vnets.create_vnet(cloud, bob, text="NAME = a\nNETWORK_ADDRESS = 10.6.0.0/24")  # own name
+
+
+def test_nics_attach_and_detach_while_off_a_host(cloud: Cloud) -> None:
+    from core.errors import InvalidState
+    from core.service import hosts, nics
+
+    net = vnets.create_vnet(cloud, ADMIN, text="NAME = n\nNETWORK_ADDRESS = 10.11.0.0/29")
+    vm_id = vms.create_vm(cloud, ADMIN, text=VM_TEXT + "NIC = [ NETWORK = n ]", hold=True)
+    assert nics.attach_nic(cloud, ADMIN, vm_id=vm_id, network_id=net, ip="10.11.0.5") == 1
+    assert [(n["NIC_ID"], n["IP"]) for n in nics_of(cloud, vm_id)] == [("0", "10.11.0.1"),
+                                                                     ("1", "10.11.0.5")]
+    assert used(cloud, net) == {"10.11.0.1": vm_id, "10.11.0.5": vm_id}
+    nics.detach_nic(cloud, ADMIN, vm_id=vm_id, nic_id=0)
+    assert used(cloud, net) == {"10.11.0.5": vm_id}
+    with pytest.raises(NotFound):
+        nics.detach_nic(cloud, ADMIN, vm_id=vm_id, nic_id=0)
+    vms.act(cloud, ADMIN, vm_id=vm_id, action="release")  # PENDING: still off a host
+    assert nics.attach_nic(cloud, ADMIN, vm_id=vm_id, network_id=net) == 2
+    host = hosts.create_host(cloud, ADMIN, name="h1", im="dummy", vmm="dummy")
+    vms.deploy(cloud, ADMIN, vm_id=vm_id, host_id=host)  # ACTIVE: its NICs stay
+    with pytest.raises(InvalidState, match="stop it first"):
+        nics.attach_nic(cloud, ADMIN, vm_id=vm_id, network_id=net)
+
+
+def nics_of(cloud: Cloud, vm_id: int) -> list[dict[str, str]]:
+    return nics(cloud, ADMIN, vm_id)

@@ -173,3 +173,35 @@ def test_json_entity_rendering(env: dict[str, Any], clients: Callable[[str], Occ
                                                            "type": "string"}
     assert json.dumps(doc)  # plain JSON
     occi.send("DELETE", location)
+
+
+def test_network_interfaces_on_a_stopped_compute(env: dict[str, Any],
+                                                 clients: Callable[[str], Occi]) -> None:
+    occi = clients("text/plain")
+    net = occi.create("network", attributes={"occi.core.title": "nics",
+                                             "occi.network.address": "10.50.0.0/29"})
+    assert net.status_code == 201, net.text
+    network = net.headers["location"]
+    compute = new_compute(occi, env)
+    wait(occi, compute, "active")
+
+    def attach() -> httpx.Response:
+        return occi.send("POST", "networkinterface/", categories=[
+            category_line("networkinterface", INFRA, "kind")], attributes={
+            "occi.core.source": compute, "occi.core.target": network,
+            "occi.networkinterface.address": "10.50.0.3"})
+
+    refused = attach()
+    assert refused.status_code == 409 and "stop it first" in refused.text
+    occi.action(compute, "compute", "stop")
+    wait(occi, compute, "inactive", "start")
+    created = attach()
+    assert created.status_code == 201, created.text
+    link = created.headers["location"]
+    (nic,) = occi.read(occi.send("GET", compute)).links
+    assert nic["self"] == link and nic["attributes"]["occi.networkinterface.address"] == "10.50.0.3"
+    assert occi.send("DELETE", link).status_code == 200
+    assert occi.read(occi.send("GET", compute)).links == []
+    assert occi.send("GET", link).status_code == 404
+    for location in (compute, network):
+        assert occi.send("DELETE", location).status_code == 200

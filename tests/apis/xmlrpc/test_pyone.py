@@ -236,3 +236,15 @@ def test_virtual_networks(one: pyone.OneServer, alice: pyone.OneServer) -> None:
         alice.vn.info(net)
     with pytest.raises(pyone.OneException, match="in use"):
         one.vn.delete(net)
+
+
+def test_nics_after_creation(one: pyone.OneServer) -> None:
+    net = one.vn.allocate('NAME = "nics"\nNETWORK_ADDRESS = 10.12.0.0/29\n', -1)
+    vm_id = one.vm.allocate("MEMORY = 64\nCPU = 0.1\n", True)
+    one.vm.attachnic(vm_id, 'NIC = [ NETWORK = "nics", IP = 10.12.0.4 ]')
+    nic = one.vm.info(vm_id).TEMPLATE["NIC"]
+    assert (nic["IP"], nic["NIC_ID"], nic["NETWORK_ID"]) == ("10.12.0.4", "0", str(net))
+    one.vm.detachnic(vm_id, 0)
+    assert "NIC" not in one.vm.info(vm_id).TEMPLATE
+    with pytest.raises(pyone.OneException, match="NIC"):
+        one.vm.detachnic(vm_id, 0)
