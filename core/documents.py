@@ -150,7 +150,7 @@ def image_xml(image: Image, *, uname: str, gname: str, datastore: str, vms: Sequ
     """`<IMAGE>`; `vms` are the VMs using it (IMAGE/VMS)."""
     root = ET.Element("IMAGE")
     _owner(root, image.id, image.uid, image.gid, uname, gname, image.name)
-    _permissions(root)
+    _permissions(root, public=image.public)
     state = str(image.state)
     _fields(
         root,
@@ -433,8 +433,9 @@ def _owner(root: ET.Element, oid: int | None, uid: int, gid: int, uname: str, gn
     _fields(root, ID=_id(oid), UID=str(uid), GID=str(gid), UNAME=uname, GNAME=gname, NAME=name)
 
 
-def _permissions(root: ET.Element) -> None:
-    """The owner may use and manage; group and others nothing (OpenNebula's umask 177)."""
+def _permissions(root: ET.Element, *, public: bool = False) -> None:
+    """The owner may use and manage; group and others nothing (OpenNebula's umask 177),
+    except that everyone may use a public object."""
     _fields(
         ET.SubElement(root, "PERMISSIONS"),
         OWNER_U="1",
@@ -443,7 +444,7 @@ def _permissions(root: ET.Element) -> None:
         GROUP_U="0",
         GROUP_M="0",
         GROUP_A="0",
-        OTHER_U="0",
+        OTHER_U=_bool(public),
         OTHER_M="0",
         OTHER_A="0",
     )

@@ -100,6 +100,7 @@ class Image(SQLModel, table=True):
     type: int = 0  # OS 0, CDROM 1, DATABLOCK 2
     state: int = 1  # INIT 0, READY 1, USED 2, DISABLED 3, LOCKED 4, ERROR 5
     persistent: bool = False
+    public: bool = False  # every user may see and use it (not change it)
     path: str = ""
     source: str = ""
     size_mb: int = 0

@@ -107,16 +107,16 @@ def reservations(infos: Sequence[VMInfo], *, owner: str, region: str,
     return out
 
 
-def image(row: Image, *, owner: str, tags: Mapping[str, str]) -> dict[str, Any]:
+def image(row: Image, *, tags: Mapping[str, str]) -> dict[str, Any]:
     assert row.id is not None
     state = {1: "available", 2: "available", 3: "deregistered", 4: "pending", 5: "failed"}
     return {
         "ImageId": ids.public("image", row.id),
         "ImageLocation": row.path or row.source,
         "State": state.get(row.state, "pending"),
-        "OwnerId": owner,
+        "OwnerId": f"{row.uid:012d}",
         "CreationDate": when(row.regtime).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
-        "Public": False,
+        "Public": row.public,
         "Architecture": "x86_64",
         "ImageType": "machine",
         "Name": row.name,

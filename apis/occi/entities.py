@@ -14,7 +14,6 @@ from core import template
 from core.lifecycle import LcmState, VmState, state_name
 from core.models import Image, Lease, VNet
 from core.service import images, mixins, vnets
-from core.service.access import MINE
 from core.service.context import Caller, Cloud
 from core.service.vms import VMInfo
 
@@ -69,7 +68,7 @@ def storage_state(row: Image) -> str:
 
 def registry(cloud: Cloud, caller: Caller) -> Registry:
     reg = Registry()
-    for row in images.list_images(cloud, caller, flag=MINE):
+    for row in images.list_images(cloud, caller):  # its own and the public ones
         if row.type == IMAGE_OS and row.id is not None:
             cat = cats.os_tpl(row.id, row.name)
             reg.os_tpls[cat.type_id] = (cat, row.id)

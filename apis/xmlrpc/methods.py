@@ -279,6 +279,13 @@ def image_enable(cloud: Cloud, caller: Caller, image_id: int, enable: bool) -> i
     return image_id
 
 
+@method("one.image.publish", int, bool)
+def image_publish(cloud: Cloud, caller: Caller, image_id: int, public: bool) -> int:
+    """OpenNebula 2.x/3.0's call: every user may see and use the image (or no longer)."""
+    images.publish_image(cloud, caller, image_id=image_id, public=public)
+    return image_id
+
+
 @method("one.image.persistent", int, bool)
 def image_persistent(cloud: Cloud, caller: Caller, image_id: int, persistent: bool) -> int:
     images.persistent_image(cloud, caller, image_id=image_id, persistent=persistent)

@@ -7,7 +7,15 @@ import argparse
 from core import template
 from core.cli import views
 from core.cli.client import Client, CliError, resolve
-from core.cli.commands import Subparsers, command, for_each, group, parse_template, read_source
+from core.cli.commands import (
+    Run,
+    Subparsers,
+    command,
+    for_each,
+    group,
+    parse_template,
+    read_source,
+)
 from core.cli.output import (
     Column,
     date,
@@ -91,6 +99,14 @@ def delete(client: Client, args: argparse.Namespace) -> int:
                     lambda i: client.call("one.image.delete", i))
 
 
+def publish(public: bool) -> Run:
+    def run(client: Client, args: argparse.Namespace) -> int:
+        return for_each(client, "image", args.images,
+                        lambda i: client.call("one.image.publish", i, public))
+
+    return run
+
+
 def register(sub: Subparsers) -> None:
     verbs = group(sub, "image", "manage disk images")
     p = command(verbs, "create", "register an image; prints its ID", create, description=(
@@ -110,4 +126,9 @@ def register(sub: Subparsers) -> None:
     p = command(verbs, "show", "show an image", show)
     p.add_argument("image", metavar="ID|NAME")
     p = command(verbs, "delete", "delete images no VM uses", delete)
+    p.add_argument("images", nargs="+", metavar="ID|NAME")
+    p = command(verbs, "publish", "let every user see and use images (only you change them)",
+                publish(True))
+    p.add_argument("images", nargs="+", metavar="ID|NAME")
+    p = command(verbs, "unpublish", "make images yours alone again", publish(False))
     p.add_argument("images", nargs="+", metavar="ID|NAME")

@@ -21,6 +21,7 @@ from core import template
 from core.errors import Conflict, InvalidRequest, InvalidState, NotFound
 from core.lifecycle import DISK_STEPS, Event, HistoryReason, LcmState, Step, VmState, state_name
 from core.models import VM, Datastore, Image, Operation
+from core.service import images
 from core.service.access import fetch
 from core.service.context import DISPATCHER, Caller, Cloud, vm_log
 from core.service.transitions import (
@@ -56,7 +57,7 @@ def attach_disk(cloud: Cloud, caller: Caller, *, vm_id: int, image_id: int,
     with cloud.session() as s:
         vm = fetch(s, VM, vm_id, caller, "VM", lock=True)
         mode = _mode(s, vm, "attach")
-        image = fetch(s, Image, image_id, caller, "image", lock=True)
+        image = images.usable(s, image_id, caller, lock=True, as_disk=True)
         tmpl = template.parse(vm.template)
         disks = tmpl.vectors("DISK")
         target = target or _free_target(disks)

@@ -6,7 +6,7 @@ import uuid
 from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from core import template
 from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
@@ -128,16 +128,44 @@ def clone_image(cloud: Cloud, caller: Caller, *, image_id: int, changes: templat
                         name_from_id=name_from_id, token=token, fingerprint=fingerprint)
 
 
+def usable(session: Session, image_id: int, caller: Caller, *, lock: bool = False,
+           as_disk: bool = False) -> Image:
+    """An image the caller may read and use: its own, or a public one (only its owner
+    changes it; `fetch` checks that). `as_disk`: a persistent image is written by the VM
+    using it, so only its owner's VMs may."""
+    image = session.get(Image, image_id, with_for_update=lock)
+    if image is None:
+        raise NotFound("image", image_id)
+    if not (caller.owns(image.uid) or image.public):
+        raise Forbidden(f"user {caller.name} is not authorized to use image {image_id}")
+    if as_disk and image.persistent and not caller.owns(image.uid):
+        raise Forbidden(f"image {image.name} is persistent: only its owner's VMs use it")
+    return image
+
+
 def get_image(cloud: Cloud, caller: Caller, *, image_id: int) -> Image:
     with cloud.session() as s:
-        return fetch(s, Image, image_id, caller, "image")
+        return usable(s, image_id, caller)
 
 
 def list_images(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1,
                 end: int = -1) -> list[Image]:
+    """OpenNebula's pool filter; "all" (-2) also shows other users' public images."""
     with cloud.session() as s:
-        query = id_range(restrict(select(Image), Image, caller, flag), Image, start, end)
+        if flag == ALL and not caller.admin:
+            query = select(Image).where((col(Image.uid) == caller.uid) | col(Image.public))
+        else:
+            query = restrict(select(Image), Image, caller, flag)
+        query = id_range(query, Image, start, end)
         return list(s.exec(query.order_by(col(Image.id))))
+
+
+def publish_image(cloud: Cloud, caller: Caller, *, image_id: int, public: bool) -> None:
+    """Let every user see and use the image (or stop letting them)."""
+    with cloud.session() as s:
+        image = fetch(s, Image, image_id, caller, "image", lock=True)
+        image.public = public
+        s.add(image)
 
 
 def find_image(cloud: Cloud, caller: Caller, *, ref: str) -> int:

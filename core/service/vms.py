@@ -87,7 +87,8 @@ def _resolve_disks(session: Session, caller: Caller, tmpl: template.Template) ->
         if "IMAGE_ID" in disk:
             if not disk["IMAGE_ID"].isdigit():
                 raise InvalidRequest(f"DISK {disk_id}: IMAGE_ID must be a number")
-            image = fetch(session, Image, int(disk["IMAGE_ID"]), caller, "image")
+            image = image_service.usable(session, int(disk["IMAGE_ID"]), caller,
+                                         as_disk=True)
         elif "IMAGE" in disk:
             owner = caller.uid
             query = select(Image).where(Image.name == disk["IMAGE"], Image.uid == owner)

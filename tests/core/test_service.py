@@ -256,3 +256,28 @@ def test_deleting_a_user_refuses_while_it_owns_things_and_takes_its_keys(cloud: 
     with cloud.session() as s:
         assert s.exec(select(KeyPair).where(KeyPair.uid == carol.uid)).all() == []
     assert user(cloud, "dave").uid > carol.uid  # never carol's id
+
+
+def test_public_images_are_seen_and_used_by_all_changed_by_their_owner(cloud: Cloud) -> None:
+    alice, bob = user(cloud, "alice"), user(cloud, "bob")
+    base = images.create_image(cloud, alice, text='NAME = "base"\nPATH = "/b.img"')
+    data = images.create_image(cloud, alice, text='NAME = "d"\nTYPE = DATABLOCK\nSIZE = 8\n'
+                               'PERSISTENT = YES')
+    assert [i.id for i in images.list_images(cloud, bob)] == []
+    with pytest.raises(Forbidden):
+        images.publish_image(cloud, bob, image_id=base, public=True)
+    images.publish_image(cloud, alice, image_id=base, public=True)
+    images.publish_image(cloud, alice, image_id=data, public=True)
+    assert [i.id for i in images.list_images(cloud, bob)] == [base, data]
+    assert images.list_images(cloud, bob, flag=-3) == []  # "mine": not hers
+    vm = vms.create_vm(cloud, bob, text=VM_TEXT + f"DISK = [ IMAGE_ID = {base} ]")
+    assert vms.get_vm(cloud, bob, vm_id=vm).vm.uid == bob.uid
+    with pytest.raises(Forbidden, match="persistent"):  # bob's VM would write alice's data
+        vms.create_vm(cloud, bob, text=VM_TEXT + f"DISK = [ IMAGE_ID = {data} ]")
+    for change in (lambda: images.delete_image(cloud, bob, image_id=base),
+                   lambda: images.update_image(cloud, bob, image_id=base, name="mine")):
+        with pytest.raises(Forbidden):
+            change()
+    images.publish_image(cloud, alice, image_id=base, public=False)
+    with pytest.raises(Forbidden):
+        vms.create_vm(cloud, bob, text=VM_TEXT + f"DISK = [ IMAGE_ID = {base} ]")

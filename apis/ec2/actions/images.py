@@ -13,7 +13,6 @@ from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from core.lifecycle import VmState
 from core.models import Image
 from core.service import disks, images, tags
-from core.service.access import MINE
 
 IMAGE_FILTERS = {
     "image-id": filters.field("ImageId"), "name": filters.field("Name"),
@@ -25,11 +24,13 @@ IMAGE_FILTERS = {
 
 @action("DescribeImages")
 def describe_images(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    rows = images.list_images(ctx.cloud, ctx.caller, flag=MINE)
+    """The caller's AMIs and every public one (EC2's "images you can launch")."""
+    rows = [r for r in images.list_images(ctx.cloud, ctx.caller)
+            if r.type == 0 and (r.uid == ctx.caller.uid or r.public)]
     with ctx.cloud.session() as s:
         found = tags.tags_of(s, "image", [r.id for r in rows if r.id is not None])
-    items = [views.image(r, owner=ctx.owner, tags=found.get(r.id or 0, {})) for r in rows
-             if r.type == 0]
+    items = [views.image(r, tags=found.get(r.id or 0, {}) if r.uid == ctx.caller.uid else {})
+             for r in rows]
     if p.get("ImageIds"):
         have = {i["ImageId"] for i in items}
         for text in p["ImageIds"]:
@@ -37,22 +38,30 @@ def describe_images(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
             if text not in have:
                 raise ids.not_found("image", text)
         items = [i for i in items if i["ImageId"] in p["ImageIds"]]
-    owners = set(p.get("Owners", []))
-    if owners and not owners & {"self", ctx.owner}:
-        items = []
+    owners = {ctx.owner if o == "self" else o for o in p.get("Owners", [])}
+    if owners:
+        items = [i for i in items if i["OwnerId"] in owners]
+    executable = set(p.get("ExecutableUsers", []))
+    if executable:  # "all": the public ones; self or the caller's id: all it can launch
+        items = [i for i in items if ("all" in executable and i["Public"]) or
+                 executable & {"self", ctx.owner}]
     matches = filters.compile_filters(p.get("Filters", []), IMAGE_FILTERS)
     return {"Images": [i for i in items if matches(i)]}
 
 
-
-
-def _own(ctx: Context, public_id: str) -> Image:
+def _own(ctx: Context, public_id: str, *, change: bool = True) -> Image:
+    """The AMI behind an id: the caller's own, or (to read it) a public one."""
     try:
         row = images.get_image(ctx.cloud, ctx.caller, image_id=ids.core("image", public_id))
     except (NotFound, Forbidden):
         raise ids.not_found("image", public_id) from None
     if row.type != 0:  # volumes and snapshots are images of the core, not AMIs
         raise ids.not_found("image", public_id)
+    if row.uid != ctx.caller.uid and not row.public:
+        raise ids.not_found("image", public_id)
+    if change and row.uid != ctx.caller.uid:
+        raise Ec2Error("UnauthorizedOperation", f"You are not authorized to change "
+                       f"{public_id}: it belongs to another account", 403)
     return row
 
 
@@ -95,11 +104,11 @@ def deregister_image(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action("DescribeImageAttribute")
 def describe_image_attribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    image = _own(ctx, p["ImageId"])
-    view = views.image(image, owner=ctx.owner, tags={})
+    image = _own(ctx, p["ImageId"], change=False)
+    view = views.image(image, tags={})
     values: dict[str, tuple[str, Any]] = {
         "description": ("Description", {"Value": view["Description"]}),
-        "launchPermission": ("LaunchPermissions", []),
+        "launchPermission": ("LaunchPermissions", [{"Group": "all"}] if image.public else []),
         "blockDeviceMapping": ("BlockDeviceMappings", []),
         "productCodes": ("ProductCodes", []),
         "kernel": ("KernelId", {"Value": ""}),
@@ -141,3 +150,41 @@ def create_image(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if image_tags:
         tags.set_tags(ctx.cloud, ctx.caller, kind="image", ids=[image_id], tags=image_tags)
     return {"ImageId": ids.public("image", image_id)}
+
+
+@action("ModifyImageAttribute")
+def modify_image_attribute(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
+    """Launch permission for group `all` (make the AMI public or private again) and the
+    description; other accounts cannot be named one by one on this cloud."""
+    image = _own(ctx, p["ImageId"])
+    add, remove = _launch_groups(p)
+    description = (p.get("Description") or {}).get("Value")
+    if p.get("Attribute") == "description":
+        description = p.get("Value", description)
+    if not add and not remove and description is None:
+        raise Ec2Error("MissingParameter", "Give LaunchPermission (Group all) or Description")
+    ctx.commit_point()
+    if add or remove:
+        images.publish_image(ctx.cloud, ctx.caller, image_id=image.id or 0, public=bool(add))
+    if description is not None:
+        images.update_image(ctx.cloud, ctx.caller, image_id=image.id or 0,
+                            description=str(description))
+    return {}
+
+
+def _launch_groups(p: dict[str, Any]) -> tuple[bool, bool]:
+    """Whether the request adds or removes launch permission for everyone."""
+    permission = p.get("LaunchPermission") or {}
+    add = [g for g in permission.get("Add", [])]
+    remove = [g for g in permission.get("Remove", [])]
+    if p.get("Attribute") == "launchPermission":
+        entries = [{"Group": g} for g in p.get("UserGroups", [])] + \
+            [{"UserId": u} for u in p.get("UserIds", [])]
+        (add if p.get("OperationType") == "add" else remove).extend(entries)
+    for entry in add + remove:
+        if entry.get("UserId") or entry.get("Group") != "all":
+            raise Ec2Error("InvalidParameterValue", "Launch permission goes to group all only "
+                           "(public or private): this cloud does not share with single accounts")
+    if add and remove:
+        raise Ec2Error("InvalidParameterCombination", "Add and Remove launch permission at once")
+    return bool(add), bool(remove)

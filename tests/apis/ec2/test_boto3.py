@@ -256,3 +256,36 @@ def test_throttling(tmp_path_factory: pytest.TempPathFactory) -> None:
         assert codes[:3] == ["ok"] * 3 and "RequestLimitExceeded" in codes[3:]
     finally:
         live.stop()
+
+
+def test_public_images(nubo: LiveNubo, ec2: BaseClient, bob: BaseClient) -> None:
+    ok, image_id, _ = nubo.rpc().one.image.allocate(nubo.session, 'NAME = "golden"\n'
+                                                   'PATH = "/var/tmp/golden.img"\n', 1)
+    assert ok, image_id
+    ami = f"ami-{image_id:08x}"
+    assert ami not in str(bob.describe_images())
+    ec2.modify_image_attribute(ImageId=ami, LaunchPermission={"Add": [{"Group": "all"}]})
+    attribute = ec2.describe_image_attribute(ImageId=ami, Attribute="launchPermission")
+    assert attribute["LaunchPermissions"] == [{"Group": "all"}]
+    (seen,) = bob.describe_images(ImageIds=[ami])["Images"]
+    assert (seen["Public"], seen["OwnerId"]) == (True, "000000000000")
+    assert ami not in str(bob.describe_images(Owners=["self"]))
+    assert ami in str(bob.describe_images(Owners=["000000000000"]))
+    assert ami in str(bob.describe_images(ExecutableUsers=["all"]))
+    run = bob.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]
+    assert run["ImageId"] == ami
+    with pytest.raises(ClientError) as err:
+        bob.deregister_image(ImageId=ami)
+    assert code(err) == "UnauthorizedOperation"
+    with pytest.raises(ClientError) as err:
+        bob.modify_image_attribute(ImageId=ami, LaunchPermission={"Remove": [{"Group": "all"}]})
+    assert code(err) == "UnauthorizedOperation"
+    with pytest.raises(ClientError) as err:
+        ec2.modify_image_attribute(ImageId=ami, LaunchPermission={"Add": [{"UserId": "1"}]})
+    assert code(err) == "InvalidParameterValue"
+    ec2.modify_image_attribute(ImageId=ami, Attribute="launchPermission",
+                               OperationType="remove", UserGroups=["all"])
+    with pytest.raises(ClientError) as err:
+        bob.describe_images(ImageIds=[ami])
+    assert code(err) == "InvalidAMIID.NotFound"
+    bob.terminate_instances(InstanceIds=[run["InstanceId"]])
