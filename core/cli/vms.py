@@ -6,7 +6,7 @@ import argparse
 import time
 
 from core import template
-from core.cli import disks, follow, views
+from core.cli import devices, follow, views
 from core.cli.client import Client, CliError, resolve
 from core.cli.commands import (
     Run,
@@ -268,4 +268,4 @@ def register(sub: Subparsers) -> None:
     p = command(verbs, "deploy", "place a pending VM on a host by hand (oneadmin)", deploy)
     p.add_argument("vm", metavar="ID|NAME")
     p.add_argument("host", metavar="HOST")
-    disks.register(verbs)
+    devices.register(verbs)

@@ -549,3 +549,17 @@ def test_user_token(nubo: LiveNubo) -> None:
     assert answer.status_code == 401
     too_long = nubo.cli("user", "token", "--expire", "99999999", check=False)
     assert too_long.returncode == 1 and "at most" in too_long.stderr
+
+
+def test_vm_nic_commands(nubo: LiveNubo) -> None:
+    nubo.cli("vnet", "create", "--name", "cli-nics", "--address", "10.9.9.0/29")
+    vm = nubo.cli("vm", "create", "--memory", "64", "--cpu", "0.1", "--hold").stdout.split()[-1]
+    out = nubo.cli("vm", "nic-attach", vm, "cli-nics", "--ip", "10.9.9.4").stdout.strip()
+    assert out == "NIC_ID: 0 (10.9.9.4, 02:00:0a:09:09:04)"
+    shown = json.loads(nubo.cli("vm", "nic-attach", vm, "cli-nics", "--json").stdout)
+    assert (shown["nic_id"], shown["ip"]) == (1, "10.9.9.1")
+    nubo.cli("vm", "nic-detach", vm, "0")
+    failed = nubo.cli("vm", "nic-detach", vm, "0", check=False)
+    assert failed.returncode == 1 and "NIC" in failed.stderr
+    nubo.cli("vm", "delete", vm)
+    nubo.cli("vnet", "delete", "cli-nics")

@@ -1,4 +1,5 @@
-"""`nubo vm disk-attach | disk-detach | disk-saveas | disks`: a VM's disks after creation."""
+"""`nubo vm disks | disk-attach | disk-detach | disk-saveas | nic-attach | nic-detach`: a VM's
+disks and NICs after creation."""
 
 from __future__ import annotations
 
@@ -112,6 +113,24 @@ COLUMNS = [
 ]
 
 
+def nic_attach(client: Client, args: argparse.Namespace) -> int:
+    vm_id = resolve(client, "vm", args.vm)
+    network = resolve(client, "vnet", args.network)
+    nic = f"NIC = [ NETWORK_ID = {network}" + (f", IP = {args.ip} ]" if args.ip else " ]")
+    client.call("one.vm.attachnic", vm_id, nic)
+    tmpl = views.vm(ET.fromstring(client.call("one.vm.info", vm_id)))["template"]
+    found = tmpl.get("NIC", [])
+    last = (found if isinstance(found, list) else [found])[-1]
+    return _report(args, {"vm": vm_id, "nic_id": int(last["NIC_ID"]), "ip": last["IP"],
+                          "mac": last["MAC"]},
+                   f"NIC_ID: {last['NIC_ID']} ({last['IP']}, {last['MAC']})")
+
+
+def nic_detach(client: Client, args: argparse.Namespace) -> int:
+    client.call("one.vm.detachnic", resolve(client, "vm", args.vm), args.nic_id)
+    return 0
+
+
 def _report(args: argparse.Namespace, value: dict[str, Any], line: str) -> int:
     if args.json:
         emit_json(value)
@@ -153,3 +172,14 @@ def register(verbs: Subparsers) -> None:
     p.add_argument("--type", default="OS", choices=("OS", "DATABLOCK", "CDROM"),
                    help="type of the new image (default OS)")
     _wait_options(p, "copy")
+    p = command(verbs, "nic-attach", "give a VM that is not on a host a new NIC; prints its "
+                "NIC_ID", nic_attach, description=(
+                    "Add a NIC (and its lease) to a VM that is pending, held or stopped; a\n"
+                    "running VM keeps its NICs.\n\n"
+                    "  nubo vm nic-attach web red --ip 10.0.1.7"))
+    p.add_argument("vm", metavar="ID|NAME")
+    p.add_argument("network", metavar="NETWORK", help="virtual network name or id")
+    p.add_argument("--ip", help="the address to lease (default: the next free one)")
+    p = command(verbs, "nic-detach", "remove a NIC from a VM that is not on a host", nic_detach)
+    p.add_argument("vm", metavar="ID|NAME")
+    p.add_argument("nic_id", type=int, metavar="NIC_ID")
