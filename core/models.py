@@ -91,6 +91,10 @@ class Datastore(SQLModel, table=True):
     template: str = Field(default="", sa_column=text_column())
 
 
+# Image.state, OpenNebula's numbers
+IMAGE_INIT, IMAGE_READY, IMAGE_USED, IMAGE_DISABLED, IMAGE_LOCKED, IMAGE_ERROR = range(6)
+
+
 class Image(SQLModel, table=True):
     __table_args__ = (UniqueConstraint("uid", "name"), NO_REUSE)
     id: int | None = Field(default=None, primary_key=True)

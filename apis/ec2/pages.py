@@ -37,3 +37,13 @@ def page(items: Sequence[tuple[int, dict[str, Any]]], limit: int | None,
     last = items[limit - 1][0]
     token = base64.urlsafe_b64encode(json.dumps({key: last}).encode()).decode()
     return [view for _, view in items[:limit]], token
+
+
+def answer(member: str, items: Sequence[tuple[int, dict[str, Any]]], limit: int | None,
+           key: str) -> dict[str, Any]:
+    """A Describe answer: the page under `member`, and NextToken when more follow."""
+    out, token = page(items, limit, key)
+    result: dict[str, Any] = {member: out}
+    if token:
+        result["NextToken"] = token
+    return result

@@ -10,7 +10,15 @@ from apis.ec2 import ids
 from apis.ec2.states import instance_state
 from core import template
 from core.config import InstanceType
-from core.models import Image, KeyPair
+from core.models import (
+    IMAGE_DISABLED,
+    IMAGE_ERROR,
+    IMAGE_LOCKED,
+    IMAGE_READY,
+    IMAGE_USED,
+    Image,
+    KeyPair,
+)
 from core.service.vms import VMInfo
 
 ZONE_SUFFIX = "a"
@@ -81,14 +89,20 @@ def volume_mappings(tmpl: template.Template, launched: float) -> list[dict[str, 
     for disk in image_disks[1:]:
         if disk.get("CLONE", "YES").upper() != "NO":
             continue
-        status = "attaching" if disk.get("ATTACH") else "detaching" if disk.get("DETACH") \
-            else "attached"
-        stamp = disk.get("ATTACH_TIME", "")
+        status, since = attachment(disk, launched)
         out.append({"DeviceName": "/dev/" + disk.get("TARGET", ""), "Ebs": {
             "VolumeId": ids.public("volume", int(disk["IMAGE_ID"])), "Status": status,
-            "AttachTime": when(int(stamp) if stamp.isdigit() else launched),
-            "DeleteOnTermination": False}})
+            "AttachTime": since, "DeleteOnTermination": False}})
     return out
+
+
+def attachment(disk: Mapping[str, str], launched: float) -> tuple[str, datetime]:
+    """A volume disk's attachment state (from the hotplug flags core.service.disks sets)
+    and since when it is attached."""
+    status = "attaching" if disk.get("ATTACH") else "detaching" if disk.get("DETACH") \
+        else "attached"
+    stamp = disk.get("ATTACH_TIME", "")
+    return status, when(int(stamp) if stamp.isdigit() else launched)
 
 
 def reservations(infos: Sequence[VMInfo], *, owner: str, region: str,
@@ -109,7 +123,8 @@ def reservations(infos: Sequence[VMInfo], *, owner: str, region: str,
 
 def image(row: Image, *, tags: Mapping[str, str]) -> dict[str, Any]:
     assert row.id is not None
-    state = {1: "available", 2: "available", 3: "deregistered", 4: "pending", 5: "failed"}
+    state = {IMAGE_READY: "available", IMAGE_USED: "available", IMAGE_DISABLED: "deregistered",
+             IMAGE_LOCKED: "pending", IMAGE_ERROR: "failed"}
     return {
         "ImageId": ids.public("image", row.id),
         "ImageLocation": row.path or row.source,

@@ -179,6 +179,10 @@ class Registry:
     os_tpls: dict[str, tuple[Cat, int]] = field(default_factory=dict)  # type id -> image id
     resource_tpls: dict[str, tuple[Cat, str]] = field(default_factory=dict)  # -> type name
     user_mixins: dict[str, Cat] = field(default_factory=dict)
+    mixin_ids: dict[str, int] = field(default_factory=dict)  # user mixin type id -> row id
+
+    def mixin_id(self, cat: Cat) -> int:
+        return self.mixin_ids[cat.type_id]
 
     def all(self) -> list[Cat]:
         return [*KINDS, *MIXINS, *(c for c, _ in self.os_tpls.values()),

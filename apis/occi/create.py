@@ -70,10 +70,8 @@ def _check_immutable(attrs: Mapping[str, Value]) -> None:
 
 
 def _tag(scope: Scope, tags: list[Cat], kind: str, object_id: int) -> None:
-    by_location = {row.location: row.id or 0 for row in mixins.list_mixins(scope.cloud,
-                                                                           scope.caller)}
     for tag in tags:
-        mixins.set_members(scope.cloud, scope.caller, mixin_id=by_location[tag.location],
+        mixins.set_members(scope.cloud, scope.caller, mixin_id=scope.registry.mixin_id(tag),
                            add=[(kind, object_id)])
 
 
@@ -277,19 +275,16 @@ def update(scope: Scope, kind: str, ident: str, message: Message, *, full: bool)
         if changed:
             raise OcciError(400, f"{', '.join(sorted(changed))} cannot change on a {kind}")
     if kind in MEMBER_KIND:
-        current = {m.location for m in entity.mixins if m.type_id in
-                   scope.registry.user_mixins}
-        by_location = {row.location: row.id or 0 for row in mixins.list_mixins(
-            scope.cloud, scope.caller)}
-        wanted = {t.location for t in tags}
+        current = {m.type_id for m in entity.mixins if m.type_id in scope.registry.user_mixins}
+        wanted = {t.type_id for t in tags}
         ref = (MEMBER_KIND[kind], int(ident))
-        for location in wanted - current:
-            mixins.set_members(scope.cloud, scope.caller, mixin_id=by_location[location],
-                               add=[ref])
+        for type_id in wanted - current:
+            mixins.set_members(scope.cloud, scope.caller,
+                               mixin_id=scope.registry.mixin_ids[type_id], add=[ref])
         if full:
-            for location in current - wanted:
-                mixins.set_members(scope.cloud, scope.caller, mixin_id=by_location[location],
-                                   remove=[ref])
+            for type_id in current - wanted:
+                mixins.set_members(scope.cloud, scope.caller,
+                                   mixin_id=scope.registry.mixin_ids[type_id], remove=[ref])
     return one(scope, kind, ident)
 
 

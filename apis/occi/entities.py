@@ -12,7 +12,16 @@ from apis.occi.categories import Cat, Registry
 from apis.occi.text import Value
 from core import template
 from core.lifecycle import LcmState, VmState, state_name
-from core.models import Image, Lease, VNet
+from core.models import (
+    IMAGE_DISABLED,
+    IMAGE_ERROR,
+    IMAGE_LOCKED,
+    IMAGE_READY,
+    IMAGE_USED,
+    Image,
+    Lease,
+    VNet,
+)
 from core.service import images, mixins, vnets
 from core.service.context import Caller, Cloud
 from core.service.vms import VMInfo
@@ -61,7 +70,7 @@ def compute_actions(state: int, lcm: int) -> list[str]:
 
 
 def storage_state(row: Image) -> str:
-    return {3: "offline", 5: "error"}.get(row.state, "online")
+    return {IMAGE_DISABLED: "offline", IMAGE_ERROR: "error"}.get(row.state, "online")
 
 
 # --- the registry of a user's categories ---
@@ -78,14 +87,8 @@ def registry(cloud: Cloud, caller: Caller) -> Registry:
     for mixin in mixins.list_mixins(cloud, caller):
         tag = Cat(mixin.term, mixin.scheme, "mixin", mixin.title, location=mixin.location)
         reg.user_mixins[tag.type_id] = tag
+        reg.mixin_ids[tag.type_id] = mixin.id or 0
     return reg
-
-
-def user_mixin_ids(reg: Registry, cloud: Cloud, caller: Caller) -> dict[int, Cat]:
-    """mixin id -> its category, for the caller's user mixins."""
-    by_location = {c.location: c for c in reg.user_mixins.values()}
-    return {row.id or 0: by_location[row.location] for row in mixins.list_mixins(cloud, caller)
-            if row.location in by_location}
 
 
 # --- computes ---
@@ -178,9 +181,10 @@ def storage(row: Image, tags: Sequence[Cat] = ()) -> Entity:
         "occi.core.summary": tmpl.get("DESCRIPTION") or "",
         "occi.storage.size": round(row.size_mb / MB_PER_GIB, 3),
         "occi.storage.state": state,
-        "occi.storage.state.message": {1: "ready", 2: f"used by {row.running_vms} VM(s)",
-                                       3: "disabled", 4: "locked: being copied",
-                                       5: tmpl.get("ERROR") or "error"}.get(row.state, ""),
+        "occi.storage.state.message": {
+            IMAGE_READY: "ready", IMAGE_USED: f"used by {row.running_vms} VM(s)",
+            IMAGE_DISABLED: "disabled", IMAGE_LOCKED: "locked: being copied",
+            IMAGE_ERROR: tmpl.get("ERROR") or "error"}.get(row.state, ""),
     }
     terms = ["offline", "backup", "snapshot", "resize"] if state == "online" else ["online"]
     actions = [a for a in cats.STORAGE_ACTIONS if a.term in terms]

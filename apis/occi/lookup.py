@@ -53,7 +53,7 @@ def absent(what: str) -> Iterator[None]:
 
 
 def _tags(scope: Scope, kind: str) -> dict[int, list[Cat]]:
-    by_id = entities.user_mixin_ids(scope.registry, scope.cloud, scope.caller)
+    by_id = {scope.registry.mixin_id(c): c for c in scope.registry.user_mixins.values()}
     found = mixins.memberships(scope.cloud, scope.caller, kind)
     return {obj: [by_id[m] for m in ids if m in by_id] for obj, ids in found.items()}
 
@@ -108,7 +108,8 @@ def one(scope: Scope, kind: str, ident: str) -> Entity:
             info = vms.get_vm(scope.cloud, scope.caller, vm_id=vm_id)
         if info.vm.state == VmState.DONE or info.vm.uid != scope.caller.uid:
             raise OcciError(404, f"{what} does not exist")
-        return computes(scope, [vm_id])[0]
+        return entities.compute(info, scope.registry, _image_names(scope),
+                                _tags(scope, "vm").get(vm_id, []))
     if kind == "storage":
         image_id = _number(ident, what)
         with absent(what):

@@ -20,6 +20,10 @@ from apis.occi.text import Message
 from core.errors import Conflict, InvalidRequest
 from core.service import mixins
 
+# first path segments the service itself answers (OCCI's own, and the other front doors')
+RESERVED = {"", "-", ".well-known", "compute", "storage", "network", "networkinterface",
+            "storagelink", "mixin", "RPC2", "ec2"}
+
 
 def query_interface(scope: Scope, method: str, message: Message) -> Response:
     if method == "GET":
@@ -37,6 +41,8 @@ def query_interface(scope: Scope, method: str, message: Message) -> Response:
             if not category.location:
                 raise OcciError(400, f"mixin {category.term}: a location is required")
             location = category.location
+            if location.strip("/").split("/")[0] in RESERVED:
+                raise OcciError(400, f"the location {location} is taken by the service")
             if "://" in location:
                 location = location.removeprefix(scope.out.base)
                 if "://" in location:
@@ -63,16 +69,9 @@ def query_interface(scope: Scope, method: str, message: Message) -> Response:
             cat = scope.registry.user_mixins.get(category.type_id)
             if cat is None:
                 raise OcciError(404, f"no mixin {category.type_id}")
-            mixins.delete_mixin(scope.cloud, scope.caller, mixin_id=_mixin_id(scope, cat))
+            mixins.delete_mixin(scope.cloud, scope.caller, mixin_id=scope.registry.mixin_id(cat))
         return scope.out.ok()
     raise OcciError(405, f"{method} is not allowed on the query interface")
-
-
-def _mixin_id(scope: Scope, cat: Cat) -> int:
-    for row in mixins.list_mixins(scope.cloud, scope.caller):
-        if row.location == cat.location and row.id is not None:
-            return row.id
-    raise OcciError(404, f"no mixin {cat.type_id}")
 
 
 def mixin_collection(scope: Scope, path: str, method: str, message: Message,
@@ -91,7 +90,7 @@ def mixin_collection(scope: Scope, path: str, method: str, message: Message,
                         f"{cat.type_id} belongs to the service: its members are chosen at "
                         "creation")
     refs = [lookup.member_ref(scope, loc) for loc in message.locations]
-    mixin_id = _mixin_id(scope, cat)
+    mixin_id = scope.registry.mixin_id(cat)
     if method == "POST":
         mixins.set_members(scope.cloud, scope.caller, mixin_id=mixin_id, add=refs)
     elif method == "PUT":

@@ -20,19 +20,21 @@ from sqlmodel import Session, col, select, update
 from core import template
 from core.errors import Conflict, InvalidRequest, InvalidState, NotFound
 from core.lifecycle import DISK_STEPS, Event, HistoryReason, LcmState, Step, VmState, state_name
-from core.models import VM, Datastore, Image, Operation
+from core.models import (
+    IMAGE_ERROR,
+    IMAGE_LOCKED,
+    IMAGE_READY,
+    IMAGE_USED,
+    VM,
+    Datastore,
+    Image,
+    Operation,
+)
 from core.service import images
 from core.service.access import fetch
 from core.service.context import DISPATCHER, Caller, Cloud, vm_log
-from core.service.transitions import (
-    IMAGE_READY,
-    IMAGE_USED,
-    apply,
-    last_history,
-    release_image,
-)
+from core.service.transitions import apply, last_history, release_image
 
-IMAGE_LOCKED, IMAGE_ERROR = 4, 5
 _TYPES = {0: "DISK", 1: "CDROM", 2: "DISK"}
 
 
@@ -102,7 +104,7 @@ def save_disk(cloud: Cloud, caller: Caller, *, vm_id: int, disk_id: int, name: s
     """A stopped VM's disk copied into a new image (LOCKED until the copy is done)."""
     if not name.strip():
         raise InvalidRequest("the new image needs a name")
-    kinds = {"OS": 0, "CDROM": 1, "DATABLOCK": 2}
+    kinds = images.IMAGE_TYPES
     if type_name.upper() not in kinds:
         raise InvalidRequest(f"image type must be one of {', '.join(kinds)}")
     with cloud.session() as s:

@@ -10,14 +10,21 @@ from sqlmodel import Session, col, select
 
 from core import template
 from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from core.models import DEFAULT_DATASTORE_ID, SYSTEM_DATASTORE_ID, Datastore, Image, VMTemplate
+from core.models import (
+    DEFAULT_DATASTORE_ID,
+    IMAGE_DISABLED,
+    IMAGE_READY,
+    IMAGE_USED,
+    SYSTEM_DATASTORE_ID,
+    Datastore,
+    Image,
+    VMTemplate,
+)
 from core.service import tokens
 from core.service.access import ALL, fetch, id_range, restrict
 from core.service.context import Caller, Cloud
-from core.service.transitions import IMAGE_READY, IMAGE_USED
 
 IMAGE_TYPES = {"OS": 0, "CDROM": 1, "DATABLOCK": 2}
-IMAGE_DISABLED = 3
 
 
 def bootstrap_datastores(cloud: Cloud) -> None:

@@ -9,7 +9,7 @@ from sqlmodel import Session, col, select, update
 
 from core import lifecycle, template
 from core.lifecycle import LcmState, VmState
-from core.models import VM, History, Host, Image, Operation, now
+from core.models import IMAGE_READY, IMAGE_USED, VM, History, Host, Image, Operation, now
 from core.service import vnets
 from core.service.context import vm_log
 
@@ -111,9 +111,6 @@ def deploy_event(session: Session, vm: VM) -> str:
     if previous is not None and previous.reason == lifecycle.HistoryReason.STOP_RESUME:
         return lifecycle.Event.DEPLOY_RESUME
     return lifecycle.Event.DEPLOY
-
-
-IMAGE_READY, IMAGE_USED = 1, 2
 
 
 def _release_images(session: Session, vm: VM) -> None:

@@ -20,6 +20,7 @@ from core.errors import (
 )
 from core.lifecycle import Event, HistoryReason, VmState
 from core.models import (
+    IMAGE_USED,
     SYSTEM_DATASTORE_ID,
     VM,
     Datastore,
@@ -37,7 +38,6 @@ from core.service.access import ALL, fetch, id_range, restrict
 from core.service.context import DISPATCHER, SCHEDULER, Caller, Cloud, vm_log
 from core.service.identity import names
 from core.service.transitions import (
-    IMAGE_USED,
     apply,
     deploy_event,
     last_history,

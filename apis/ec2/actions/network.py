@@ -198,11 +198,7 @@ def describe_security_groups(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     matches = filters.compile_filters(p.get("Filters", []), GROUP_FILTERS)
     items = [(r.id or 0, view) for r in picked
              if matches(view := _group_view(ctx, r, names, found.get(r.id or 0, {})))]
-    out, token = pages.page(items, limit, "g")
-    result: dict[str, Any] = {"SecurityGroups": out}
-    if token:
-        result["NextToken"] = token
-    return result
+    return pages.answer("SecurityGroups", items, limit, "g")
 
 
 @action("DeleteSecurityGroup")

@@ -17,7 +17,15 @@ from apis.ec2.errors import Ec2Error, invalid_value
 from core import template
 from core.errors import Conflict, Forbidden, IdempotencyMismatch, InvalidState, NotFound
 from core.lifecycle import VmState
-from core.models import VM, Image
+from core.models import (
+    IMAGE_DISABLED,
+    IMAGE_ERROR,
+    IMAGE_LOCKED,
+    IMAGE_READY,
+    IMAGE_USED,
+    VM,
+    Image,
+)
 from core.service import disks, images, tags
 from core.service.access import MINE
 
@@ -72,12 +80,9 @@ def _own(ctx: Context, kind: str, public_id: str) -> Image:
 
 
 def _attachment(volume_id: str, vm: VM, disk: dict[str, str]) -> dict[str, Any]:
-    state = "attaching" if disk.get("ATTACH") else "detaching" if disk.get("DETACH") else \
-        "attached"
-    stamp = disk.get("ATTACH_TIME", "")
+    state, since = views.attachment(disk, vm.stime)
     return {"VolumeId": volume_id, "InstanceId": ids.public("instance", vm.id or 0),
-            "Device": "/dev/" + disk.get("TARGET", ""), "State": state,
-            "AttachTime": views.when(int(stamp) if stamp.isdigit() else vm.stime),
+            "Device": "/dev/" + disk.get("TARGET", ""), "State": state, "AttachTime": since,
             "DeleteOnTermination": False}
 
 
@@ -87,8 +92,8 @@ def _volume(ctx: Context, row: Image, holders: dict[int, tuple[VM, dict[str, str
     tmpl = template.parse(row.template)
     volume_id = ids.public("volume", row.id)
     held = holders.get(row.id)
-    state = {4: "creating", 5: "error", 3: "error"}.get(row.state, "in-use" if held else
-                                                         "available")
+    state = {IMAGE_LOCKED: "creating", IMAGE_ERROR: "error", IMAGE_DISABLED: "error"}.get(
+        row.state, "in-use" if held else "available")
     origin = tmpl.get("FROM_SNAPSHOT") or ""
     return {
         "VolumeId": volume_id, "Size": _gib(row.size_mb),
@@ -105,7 +110,7 @@ def _snapshot(ctx: Context, row: Image, found_tags: dict[str, str]) -> dict[str,
     assert row.id is not None
     tmpl = template.parse(row.template)
     origin = tmpl.get("SNAPSHOT_OF") or ""
-    state = {4: "pending", 5: "error"}.get(row.state, "completed")
+    state = {IMAGE_LOCKED: "pending", IMAGE_ERROR: "error"}.get(row.state, "completed")
     return {
         "SnapshotId": ids.public("snapshot", row.id),
         "VolumeId": ids.public("volume", int(origin)) if origin.isdigit() else "",
@@ -118,6 +123,23 @@ def _snapshot(ctx: Context, row: Image, found_tags: dict[str, str]) -> dict[str,
 
 def _rows(ctx: Context, kind: str) -> list[Image]:
     return [r for r in images.list_images(ctx.cloud, ctx.caller, flag=MINE) if kind_of(r) == kind]
+
+
+def _named(rows: list[Image], kind: str, wanted: list[str], limit: int | None) -> list[Image]:
+    """The rows a Describe names by id (all when it names none); malformed ids first, then
+    NotFound naming every missing one. Ids and MaxResults do not go together."""
+    if not wanted:
+        return rows
+    if limit is not None:
+        raise Ec2Error("InvalidParameterCombination", f"The parameter {kind}Set cannot be "
+                       "used with the parameter maxResults")
+    for text in wanted:
+        ids.core(kind, text)
+    by_id = {ids.public(kind, r.id or 0): r for r in rows}
+    missing = [text for text in wanted if text not in by_id]
+    if missing:
+        raise ids.not_found(kind, ", ".join(missing))
+    return [r for r in rows if ids.public(kind, r.id or 0) in wanted]
 
 
 def _tags_of(ctx: Context, rows: list[Image]) -> dict[int, dict[str, str]]:
@@ -178,26 +200,17 @@ def create_volume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     if volume_tags:
         tags.set_tags(ctx.cloud, ctx.caller, kind="image", ids=[image_id], tags=volume_tags)
     row = images.get_image(ctx.cloud, ctx.caller, image_id=image_id)
-    return _volume(ctx, row, disks.holders(ctx.cloud, ctx.caller), _tags_of(ctx, [row]).get(
-        image_id, {}))
+    if not token:  # a new volume: attached to nothing, tagged as asked
+        return _volume(ctx, row, {}, volume_tags)
+    # a retry may answer with a volume created earlier: show it as it is now
+    return _volume(ctx, row, disks.holders(ctx.cloud, ctx.caller),
+                   _tags_of(ctx, [row]).get(image_id, {}))
 
 
 @action("DescribeVolumes")
 def describe_volumes(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    wanted = p.get("VolumeIds", [])
     limit = pages.max_results(p)
-    if wanted and limit is not None:
-        raise Ec2Error("InvalidParameterCombination",
-                       "The parameter volumesSet cannot be used with the parameter maxResults")
-    rows = _rows(ctx, "volume")
-    if wanted:
-        have = {ids.public("volume", r.id or 0) for r in rows}
-        for text in wanted:
-            ids.core("volume", text)  # malformed ids first
-        missing = [text for text in wanted if text not in have]
-        if missing:
-            raise ids.not_found("volume", ", ".join(missing))
-        rows = [r for r in rows if ids.public("volume", r.id or 0) in wanted]
+    rows = _named(_rows(ctx, "volume"), "volume", p.get("VolumeIds", []), limit)
     after = pages.after(p.get("NextToken"), "v")
     rows = [r for r in rows if (r.id or 0) > after]
     holders = disks.holders(ctx.cloud, ctx.caller)
@@ -205,11 +218,7 @@ def describe_volumes(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     matches = filters.compile_filters(p.get("Filters", []), VOLUME_FILTERS)
     items = [(r.id or 0, view) for r in rows
              if matches(view := _volume(ctx, r, holders, found.get(r.id or 0, {})))]
-    out, token = pages.page(items, limit, "v")
-    result: dict[str, Any] = {"Volumes": out}
-    if token:
-        result["NextToken"] = token
-    return result
+    return pages.answer("Volumes", items, limit, "v")
 
 
 def _instance(ctx: Context, public_id: str) -> VM:
@@ -228,7 +237,7 @@ def attach_volume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     device = _DEVICE.match(p["Device"])
     if device is None:
         raise invalid_value("Device", p["Device"], "expecting a name like /dev/sdf or xvdf")
-    if row.running_vms > 0 or row.state != 1:
+    if row.running_vms > 0 or row.state != IMAGE_READY:
         raise Ec2Error("VolumeInUse", f"{p['VolumeId']} is already attached to an instance")
     zone = template.parse(row.template).get("AVAILABILITY_ZONE")
     vm_zone = template.parse(vm.template).get("AVAILABILITY_ZONE")
@@ -306,7 +315,7 @@ def delete_volume(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 def create_snapshot(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     row = _own(ctx, "volume", p["VolumeId"])
     snapshot_tags = _spec_tags(p, "snapshot")
-    if row.state not in (1, 2):
+    if row.state not in (IMAGE_READY, IMAGE_USED):
         raise Ec2Error("IncorrectState", f"Volume '{p['VolumeId']}' is not ready")
     ctx.commit_point()
     changes = template.Template([("PERSISTENT", "NO"), ("SNAPSHOT_OF", str(row.id))])
@@ -322,20 +331,8 @@ def create_snapshot(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action("DescribeSnapshots")
 def describe_snapshots(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    wanted = p.get("SnapshotIds", [])
     limit = pages.max_results(p)
-    if wanted and limit is not None:
-        raise Ec2Error("InvalidParameterCombination",
-                       "The parameter snapshotSet cannot be used with the parameter maxResults")
-    rows = _rows(ctx, "snapshot")
-    if wanted:
-        have = {ids.public("snapshot", r.id or 0) for r in rows}
-        for text in wanted:
-            ids.core("snapshot", text)
-        missing = [t for t in wanted if t not in have]
-        if missing:
-            raise ids.not_found("snapshot", ", ".join(missing))
-        rows = [r for r in rows if ids.public("snapshot", r.id or 0) in wanted]
+    rows = _named(_rows(ctx, "snapshot"), "snapshot", p.get("SnapshotIds", []), limit)
     owners = set(p.get("OwnerIds", []))
     if owners and not owners & {"self", ctx.owner}:
         rows = []
@@ -348,11 +345,7 @@ def describe_snapshots(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     matches = filters.compile_filters(p.get("Filters", []), SNAPSHOT_FILTERS)
     items = [(r.id or 0, view) for r in rows
              if matches(view := _snapshot(ctx, r, found.get(r.id or 0, {})))]
-    out, token = pages.page(items, limit, "s")
-    result: dict[str, Any] = {"Snapshots": out}
-    if token:
-        result["NextToken"] = token
-    return result
+    return pages.answer("Snapshots", items, limit, "s")
 
 
 @action("DeleteSnapshot")

@@ -173,3 +173,9 @@ def test_ooi_context_spellings(env: dict[str, Any], nubo: LiveNubo) -> None:
     ok, doc, _ = nubo.rpc().one.vm.info(nubo.session, int(path.rsplit("/", 1)[1]))
     assert "ssh-ed25519 AAAA ooi@x" in doc and "b29pLWRhdGE=" in doc
     assert call(env, "DELETE", path).status_code == 200
+
+
+def test_a_user_mixin_cannot_take_a_service_location(env: dict[str, Any]) -> None:
+    answer = call(env, "POST", "-/", headers={"Content-Type": "text/plain"},
+                  body='Category: c; scheme="http://x.org/t#"; class="mixin"; location="/compute/"\n')
+    assert answer.status_code == 400 and "taken by the service" in answer.text
