@@ -118,10 +118,12 @@ def serve(cfg: Config | None = None) -> None:
               flush=True)
     print(f"Data in {cfg.var}; database {cfg.db_url.split('@')[-1]}", flush=True)
     print(f"Admin credentials in {cfg.one_auth}", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level="warning",
-                                           lifespan="on"))
+    # no access log: it is below the log level anyway, and still costs every request a call
+    quiet: dict[str, Any] = {"log_level": "warning", "access_log": False}
+    server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, lifespan="on",
+                                           **quiet))
     second = None if sock is None else _Follower(uvicorn.Config(
-        build_occi_xml(cloud), log_level="warning", lifespan="off"), server)
+        build_occi_xml(cloud), lifespan="off", **quiet), server)
     try:
         _run(_serve_all(server, second, sock))
     except KeyboardInterrupt:

@@ -7,17 +7,20 @@ The schema is owned by Alembic revisions in core/migrations, applied at start-up
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections import namedtuple
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
+from functools import cache, lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Dialect, Engine, Executable, create_engine, event
 from sqlalchemy.pool import StaticPool
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 POOL_SIZE = 40  # anyio's default number of worker threads
@@ -59,7 +62,7 @@ def _sqlite_begin(conn: Any) -> None:
     """SQLite has no row locks: each transaction takes the write lock when it begins, so
     a unit of work that reads a row and then updates it cannot lose a concurrent update
     (PostgreSQL gets the same guarantee from SELECT ... FOR UPDATE, see `locked`)."""
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    conn.connection.driver_connection.execute("BEGIN IMMEDIATE")
 
 
 class _WriteLock:
@@ -78,6 +81,9 @@ class _WriteLock:
         self._holder: tuple[Any, int] | None = None  # (DBAPI connection, thread id)
 
     def begin(self, conn: Any) -> None:
+        if _READING.get():
+            conn.connection.driver_connection.execute("BEGIN")
+            return
         dbapi_conn = conn.connection.dbapi_connection
         holder = self._holder
         if (holder is None or holder[1] != threading.get_ident()) and \
@@ -123,6 +129,8 @@ def migrate(engine: Engine) -> None:
                 raw.execute("PRAGMA foreign_keys=ON")
 
 
+# Set while a `read_unit` is open in this thread (context)
+_READING: ContextVar[bool] = ContextVar("nubo_reading", default=False)
 # The unit of work that `one_unit` opened in this thread (context), if any
 _ENCLOSING: ContextVar[tuple[Engine, Session] | None] = ContextVar("nubo_unit", default=None)
 
@@ -159,3 +167,124 @@ def one_unit(engine: Engine) -> Iterator[Session]:
             yield session
         finally:
             _ENCLOSING.reset(token)
+
+
+@contextmanager
+def read_unit(engine: Engine) -> Iterator[Session]:
+    """`one_unit` for work that only reads. On SQLite it begins a deferred transaction: in
+    WAL mode that reads one consistent snapshot without SQLite's write lock, so readers
+    neither queue behind writers nor make writers wait. Inside a `one_unit` it joins that."""
+    enclosing = _ENCLOSING.get()
+    if enclosing is not None and enclosing[0] is engine:
+        yield enclosing[1]
+        return
+    token = _READING.set(True)
+    try:
+        with one_unit(engine) as session:
+            yield session
+    finally:
+        _READING.reset(token)
+
+
+# Statements built once, run without SQLAlchemy's per-execution work (SQLite)
+
+
+@dataclass(frozen=True)
+class _Bind:
+    name: str
+    constant: Any  # the statement's own value (a literal in a where clause), else _RUNTIME
+    convert: Callable[[Any], Any] | None  # the column type's bind processor, if any
+    expanding: bool  # an IN list: one placeholder per value
+
+
+@dataclass(frozen=True)
+class _Plan:
+    sql: str
+    binds: tuple[_Bind, ...]
+    convert: tuple[Callable[[Any], Any] | None, ...] | None  # result processors, if any
+    row: Any  # a namedtuple class named after the result columns
+
+
+_RUNTIME = object()
+
+
+def rows(session: Session, stmt: Executable, params: Mapping[str, Any] | None = None
+         ) -> list[Any]:
+    """Run a statement built once (module level or lru_cache'd) in the session's transaction;
+    its rows, as tuples with attribute access by column name.
+
+    On SQLite the statement is compiled to SQL text on its first use (per length of each
+    IN list) and handed straight to the driver: SQLAlchemy spends several times longer
+    preparing an execution (cache key, context, result metadata) than SQLite spends running
+    a small query, which is what the front doors' hot paths are made of. Types keep their
+    bind and result processors. Elsewhere it is an ordinary execution."""
+    params = params or {}
+    transaction = session.get_transaction()
+    known = session.info.get("nubo_connection")
+    if known is not None and known[0] is transaction:
+        conn = known[1]
+    else:
+        conn = session.connection()
+        session.info["nubo_connection"] = (session.get_transaction(), conn)
+    if conn.dialect.name != "sqlite":
+        return list(conn.execute(stmt, dict(params)))
+    shape = tuple(sorted((k, len(v)) for k, v in params.items() if isinstance(v, list | tuple)))
+    plan = _plan(stmt, conn.dialect, shape)
+    args: list[Any] = []
+    for bind in plan.binds:
+        value = params[bind.name] if bind.constant is _RUNTIME else bind.constant
+        values = value if bind.expanding else (value,)
+        args.extend(values if bind.convert is None else map(bind.convert, values))
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    found = raw.execute(plan.sql, args).fetchall()
+    make, convert = plan.row._make, plan.convert
+    if convert is None:
+        return [make(r) for r in found]
+    return [make(v if f is None else f(v) for f, v in zip(convert, r, strict=True))
+            for r in found]
+
+
+@lru_cache(maxsize=1024)
+def _plan(stmt: Any, dialect: Dialect, shape: tuple[tuple[str, int], ...]) -> _Plan:
+    compiled: Any = stmt.compile(dialect=dialect)  # an SQLCompiler
+    sql = compiled.string
+    lengths = dict(shape)
+    binds = []
+    for name in compiled.positiontup or ():
+        param = compiled.binds[name]
+        runtime = param.required or param.value is None and param.callable is None
+        processor = param.type._cached_bind_processor(dialect)
+        if param.expanding:
+            count = lengths.get(name, 0)
+            sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * count) or "NULL")
+        binds.append(_Bind(name, _RUNTIME if runtime else param.effective_value,
+                           processor, param.expanding))
+    columns = compiled._result_columns  # (key, name, objects, type)
+    convert = tuple(c[3]._cached_result_processor(dialect, None) for c in columns)
+    row = namedtuple("Row", [c[0] for c in columns], rename=True)  # type: ignore[misc]
+    return _Plan(sql, tuple(binds), convert if any(convert) else None, row)
+
+
+M = TypeVar("M", bound=SQLModel)
+
+
+def detached(model: type[M], values: Sequence[Any]) -> M:
+    """An instance of a table model made from its columns' values in table order, as the
+    ORM loads one and then detaches it (session closed): cheaper than constructing it."""
+    mapper = model.__mapper__  # type: ignore[attr-defined]
+    obj: M = mapper.class_manager.new_instance()
+    obj.__dict__.update(zip(_keys(model), values, strict=True))
+    state = obj._sa_instance_state  # type: ignore[attr-defined]
+    state.key = mapper.identity_key_from_primary_key([obj.__dict__[k] for k in _primary(model)])
+    return obj
+
+
+@cache
+def _keys(model: type[SQLModel]) -> tuple[str, ...]:
+    return tuple(c.key for c in model.__table__.columns)  # type: ignore[attr-defined]
+
+
+@cache
+def _primary(model: type[SQLModel]) -> tuple[str, ...]:
+    return tuple(c.key for c in model.__table__.primary_key)  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections.abc import Mapping
 from contextlib import nullcontext
 from typing import Any
 from urllib.parse import parse_qsl
@@ -33,11 +34,18 @@ MAX_BODY = 4 * 1024 * 1024
 _REGION = re.compile(r"Credential=[^/,\s]+/\d{8}/([^/,\s]+)/")
 _QUERY_REGION = re.compile(r"[^/]+/\d{8}/([^/]+)/")
 HANDLERS = load()
-# Point reads, the hot path: the whole request, authentication included, is one unit of work
-# (core.db.one_unit) instead of one per service call. Their calls only read and their work is
-# bounded by the ids named; listings keep one unit per call, so that a long one does not
-# hold SQLite's write lock while it builds its answer.
+# Point reads, the hot path: their calls only read and their work is bounded by the ids
+# named. The whole request, authentication included, is one read unit (core.db.read_unit):
+# one transaction, which on SQLite takes no lock that a writer holds. There they also run
+# on the event loop, as they cannot wait on anything: handing one to a worker thread and
+# back costs more CPU than the read itself, and more again when threads queue for the GIL.
+# Listings keep one unit per call (a long one would pin one snapshot while it renders) and
+# run in worker threads, as does everything on a server database.
 POINT_READS = {"DescribeInstances": "InstanceId.1"}
+
+
+def _point_read(params: Mapping[str, str]) -> bool:
+    return POINT_READS.get(params.get("Action", "")) in params
 
 
 def _xml(body: bytes, status: int = 200) -> Response:
@@ -71,8 +79,7 @@ def handle(cloud: Cloud, req: auth.SignedRequest, request_id: str,
         if not name:
             raise Ec2Error("MissingAction", "The request must contain the parameter Action")
         op = query.operation(name)
-        point_read = POINT_READS.get(name) in params
-        with db.one_unit(cloud.engine) if point_read else nullcontext():
+        with db.read_unit(cloud.engine) if _point_read(params) else nullcontext():
             result = _act(cloud, req, request_id, throttle, name, op)
         return 200, xml.render(op, result, request_id=request_id, version=version)
     except Ec2Error as exc:
@@ -111,6 +118,7 @@ def _act(cloud: Cloud, req: auth.SignedRequest, request_id: str, throttle: Throt
 
 def make_endpoint(cloud: Cloud) -> Any:
     throttle = Throttle(cloud.config.ec2_rate, cloud.config.ec2_burst)
+    on_loop = cloud.engine.dialect.name == "sqlite"
     query.service_model()  # load the EC2 model now, not on the first request
 
     async def endpoint(request: Request) -> Response:
@@ -137,8 +145,11 @@ def make_endpoint(cloud: Cloud) -> Any:
             query=raw_query, headers={k.lower(): v for k, v in request.headers.items()},
             body=body, params=pairs,
         )
-        status, payload = await anyio.to_thread.run_sync(handle, cloud, signed, request_id,
-                                                         throttle)
+        if on_loop and _point_read(dict(pairs)):
+            status, payload = handle(cloud, signed, request_id, throttle)
+        else:
+            status, payload = await anyio.to_thread.run_sync(handle, cloud, signed, request_id,
+                                                             throttle)
         return _xml(payload, status)
 
     return endpoint

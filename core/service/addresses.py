@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, select, update
 from sqlmodel.sql.expression import SelectOfScalar
 
-from core import lifecycle
+from core import db, lifecycle
 from core.errors import CapacityExceeded, Conflict, InvalidRequest, InvalidState, NotFound
 from core.lifecycle import VmState
 from core.models import VM, Address, Tag
@@ -111,8 +111,8 @@ def of_vms(cloud: Cloud, caller: Caller, *, vm_ids: Iterable[int]) -> dict[int, 
     if not wanted:
         return {}
     with cloud.session() as s:
-        rows = s.connection().execute(_of_vms_query(caller), {"ids": wanted})  # rows suffice
-        return {row.vm_id: row.ip for row in rows if row.vm_id is not None}
+        found = db.rows(s, _of_vms_query(caller), {"ids": wanted})  # rows suffice
+        return {row.vm_id: row.ip for row in found if row.vm_id is not None}
 
 
 @lru_cache(maxsize=256)

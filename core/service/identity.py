@@ -11,6 +11,7 @@ from sqlalchemy import bindparam
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, delete, select
 
+from core import db
 from core.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unauthorized
 from core.models import (
     ADMIN_GROUP_ID,
@@ -77,8 +78,9 @@ def caller_by_access_key(cloud: Cloud, access_key: str) -> tuple[Caller, str]:
 
     Read from the database on every call, never cached: a deleted or disabled user, or a
     rotated secret, is refused from the next request on."""
-    with cloud.session() as s:
-        row = s.connection().execute(_BY_ACCESS_KEY, {"key": access_key}).first()
+    with db.read_unit(cloud.engine) as s:
+        found = db.rows(s, _BY_ACCESS_KEY, {"key": access_key})
+    row = found[0] if found else None
     if row is None or not row.enabled:
         raise Unauthorized("unknown access key")
     return Caller(uid=row.id, gid=row.gid, name=row.name), str(row.ec2_secret_key)

@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, delete, func, select
 from sqlmodel.sql.expression import SelectOfScalar
 
-from core import template
+from core import db, template
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.lifecycle import VmState
 from core.models import VM, SecurityGroup, Tag
@@ -180,8 +180,8 @@ def names(cloud: Cloud, caller: Caller, *, ids: Iterable[int]) -> dict[int, str]
     if not wanted:
         return {}
     with cloud.session() as s:
-        rows = s.connection().execute(_names_query(caller), {"ids": wanted})  # rows suffice
-        return {row.id: row.name for row in rows if row.id is not None}
+        found = db.rows(s, _names_query(caller), {"ids": wanted})  # rows suffice
+        return {row.id: row.name for row in found if row.id is not None}
 
 
 @lru_cache(maxsize=256)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import bindparam
 from sqlmodel import Session, col, delete, select
 
+from core import db
 from core.errors import InvalidRequest
 from core.models import VM, Address, Image, KeyPair, SecurityGroup, Tag
 from core.service.access import fetch
@@ -76,7 +77,7 @@ def tags_of(session: Session, kind: str, ids: Iterable[int]) -> dict[int, dict[s
     if not wanted:
         return found
     query = _TAGS_OF if len(wanted) <= 500 else _TAGS_OF_KIND
-    for tag in session.connection().execute(query, {"kind": kind, "ids": wanted}):  # rows suffice
+    for tag in db.rows(session, query, {"kind": kind, "ids": wanted}):  # rows suffice
         found.setdefault(tag.object_id, {})[tag.key] = tag.value
     return found
 

@@ -8,10 +8,11 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import bindparam
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select, update
 
-from core import expr, lifecycle, template
+from core import db, expr, lifecycle, template
 from core.errors import (
     Forbidden,
     InvalidRequest,
@@ -279,15 +280,23 @@ def list_vms(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1, 
                       "one" if one else "" if ids is None else "some")
     params = {"since": done_since, "ids": wanted, "id": wanted[0] if one else None}
     infos: dict[int, VMInfo] = {}
+    vm_end = len(_VM_COLUMNS)
     with cloud.session() as s:
-        for vm, uname, gname, history in s.execute(query, params):
-            info = infos.get(vm.id)
+        for row in db.rows(s, query, params):
+            vm_id = row[0]
+            info = infos.get(vm_id)
             if info is None:
-                info = infos[vm.id] = VMInfo(vm, [], str(vm.uid) if uname is None else uname,
+                vm = db.detached(VM, row[:vm_end])
+                uname, gname = row[vm_end], row[vm_end + 1]
+                info = infos[vm_id] = VMInfo(vm, [], str(vm.uid) if uname is None else uname,
                                              str(vm.gid) if gname is None else gname)
-            if history is not None:
-                info.history.append(history)
+            if row[vm_end + 2] is not None:
+                info.history.append(db.detached(History, row[vm_end + 2:]))
     return list(infos.values())
+
+
+_VM_COLUMNS = tuple(VM.__table__.columns)  # type: ignore[attr-defined]
+_HISTORY_COLUMNS = tuple(History.__table__.columns)  # type: ignore[attr-defined]
 
 
 @lru_cache(maxsize=512)
@@ -295,8 +304,10 @@ def _vm_query(caller: Caller, flag: int, start: int, end: int, state: int, since
               ids: str) -> Any:
     """list_vms' statement for one caller and filter shape, built once: building it costs
     more than running it. `since` and the ids (`ids` "one" or "some") are bound at run time.
-    Rows of (VM, owner's name, group's name, History or None), one per history record."""
-    joined: Any = select(VM, User.name, Group.name, History).outerjoin(
+    Rows of a VM's columns, its owner's and group's names, and a history record's columns
+    (all None if it has none), one row per history record."""
+    joined: Any = sa_select(*_VM_COLUMNS, col(User.name), col(Group.name),
+                              *_HISTORY_COLUMNS).outerjoin(
         User, col(User.id) == col(VM.uid)).outerjoin(Group, col(Group.id) == col(VM.gid)
     ).outerjoin(History, col(History.vm_id) == col(VM.id))
     query = id_range(restrict(joined, VM, caller, flag), VM, start, end)
