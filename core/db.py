@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Dialect, Engine, Executable, create_engine, event
+from sqlalchemy import Connection, Dialect, Engine, Executable, create_engine, event
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel
 
@@ -131,6 +131,8 @@ def migrate(engine: Engine) -> None:
 
 # Set while a `read_unit` is open in this thread (context)
 _READING: ContextVar[bool] = ContextVar("nubo_reading", default=False)
+# The read unit open in this thread (context), if any: its session and connection
+_READER: ContextVar[tuple[Session, Connection] | None] = ContextVar("nubo_reader", default=None)
 # The unit of work that `one_unit` opened in this thread (context), if any
 _ENCLOSING: ContextVar[tuple[Engine, Session] | None] = ContextVar("nubo_unit", default=None)
 
@@ -173,17 +175,27 @@ def one_unit(engine: Engine) -> Iterator[Session]:
 def read_unit(engine: Engine) -> Iterator[Session]:
     """`one_unit` for work that only reads. On SQLite it begins a deferred transaction: in
     WAL mode that reads one consistent snapshot without SQLite's write lock, so readers
-    neither queue behind writers nor make writers wait. Inside a `one_unit` it joins that."""
+    neither queue behind writers nor make writers wait. Inside a `one_unit` it joins that.
+
+    Its session runs on a connection the unit holds (`rows` uses it directly), and the
+    session joins that connection's transaction rather than beginning its own."""
     enclosing = _ENCLOSING.get()
     if enclosing is not None and enclosing[0] is engine:
         yield enclosing[1]
         return
-    token = _READING.set(True)
+    reading = _READING.set(True)
     try:
-        with one_unit(engine) as session:
-            yield session
+        with engine.connect() as conn, conn.begin(), \
+                Session(bind=conn, expire_on_commit=False) as session:
+            entered = _ENCLOSING.set((engine, session))
+            reader = _READER.set((session, conn))
+            try:
+                yield session
+            finally:
+                _READER.reset(reader)
+                _ENCLOSING.reset(entered)
     finally:
-        _READING.reset(token)
+        _READING.reset(reading)
 
 
 # Statements built once, run without SQLAlchemy's per-execution work (SQLite)
@@ -219,13 +231,8 @@ def rows(session: Session, stmt: Executable, params: Mapping[str, Any] | None = 
     a small query, which is what the front doors' hot paths are made of. Types keep their
     bind and result processors. Elsewhere it is an ordinary execution."""
     params = params or {}
-    transaction = session.get_transaction()
-    known = session.info.get("nubo_connection")
-    if known is not None and known[0] is transaction:
-        conn = known[1]
-    else:
-        conn = session.connection()
-        session.info["nubo_connection"] = (session.get_transaction(), conn)
+    reader = _READER.get()
+    conn = reader[1] if reader is not None and reader[0] is session else session.connection()
     if conn.dialect.name != "sqlite":
         return list(conn.execute(stmt, dict(params)))
     shape = tuple(sorted((k, len(v)) for k, v in params.items() if isinstance(v, list | tuple)))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -48,9 +49,9 @@ class Req:
     base: str  # the service root, absolute, ending in "/"
 
 
-def looks_like_occi(request: Request) -> bool:
-    """At `/`, which front door a request without an EC2 `Action` is for."""
-    headers = request.headers
+def looks_like_occi(headers: Mapping[str, str]) -> bool:
+    """At `/`, which front door a request without an EC2 `Action` is for (headers by their
+    lowercase names)."""
     if headers.get("x-auth-token") or headers.get("category") or \
             headers.get("authorization", "").lower().startswith("basic "):
         return True
