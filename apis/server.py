@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import socket
 import sys
@@ -94,6 +95,15 @@ def _run(main: Any) -> None:
     uvloop.run(main)
 
 
+def _tune_gc() -> None:
+    """Fewer garbage collections. With CPython's defaults a 20,000-instance DescribeInstances
+    spends more time in full collections, each walking every object the listing has built
+    so far, than in the listing: its cost per instance tripled from 2,000 to 20,000. The
+    objects loaded at start-up (modules, botocore's EC2 model) are frozen out of them."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def serve(cfg: Config | None = None) -> None:
     try:
         cfg = cfg or config_module.load()
@@ -110,6 +120,7 @@ def serve(cfg: Config | None = None) -> None:
     drivers = DriverSet.from_config(cfg)
     daemon = Daemon(cloud, drivers)
     app = build(cloud, daemon)
+    _tune_gc()
     base = f"http://{cfg.host}:{cfg.port}"
     print(f"Nubo listening on {base}/: XML-RPC at /RPC2, EC2 Query at / and "
           f"{'/' + cfg.ec2_path.strip('/')}, OCCI 1.1/1.2 at /-/", flush=True)

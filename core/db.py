@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Dialect, Engine, Executable, create_engine, event
+from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel
 
@@ -202,22 +203,28 @@ def read_unit(engine: Engine) -> Iterator[Session]:
 
 
 @dataclass(frozen=True)
-class _Bind:
+class _Slot:
+    """One placeholder's value: the caller's parameter `name` (item `index` of it when it
+    is a list), or the statement's own value (a literal in a where clause)."""
+
     name: str
-    constant: Any  # the statement's own value (a literal in a where clause), else _RUNTIME
+    index: int | None
+    constant: Any
     convert: Callable[[Any], Any] | None  # the column type's bind processor, if any
-    expanding: bool  # an IN list: one placeholder per value
+
+    def value(self, params: Mapping[str, Any]) -> Any:
+        if not self.name:
+            return self.constant
+        given = params[self.name] if self.index is None else params[self.name][self.index]
+        return given if self.convert is None else self.convert(given)
 
 
 @dataclass(frozen=True)
 class _Plan:
     sql: str
-    binds: tuple[_Bind, ...]
+    slots: tuple[_Slot, ...]
     convert: tuple[Callable[[Any], Any] | None, ...] | None  # result processors, if any
     row: Any  # a namedtuple class named after the result columns
-
-
-_RUNTIME = object()
 
 
 def rows(session: Session, stmt: Executable, params: Mapping[str, Any] | None = None
@@ -225,26 +232,22 @@ def rows(session: Session, stmt: Executable, params: Mapping[str, Any] | None = 
     """Run a statement built once (module level or lru_cache'd) in the session's transaction;
     its rows, as tuples with attribute access by column name.
 
-    On SQLite the statement is compiled to SQL text on its first use (per length of each
-    IN list) and handed straight to the driver: SQLAlchemy spends several times longer
-    preparing an execution (cache key, context, result metadata) than SQLite spends running
-    a small query, which is what the front doors' hot paths are made of. Types keep their
-    bind and result processors. Elsewhere it is an ordinary execution."""
+    On SQLite the statement is expanded to SQL text on its first use (per parameter names
+    and length of each list) and handed straight to the driver: SQLAlchemy spends several
+    times longer preparing an execution (cache key, context, result metadata) than SQLite
+    spends running a small query, which is what the front doors' hot paths are made of.
+    Types keep their bind and result processors. Elsewhere it is an ordinary execution."""
     params = params or {}
     reader = _READER.get()
     conn = reader[1] if reader is not None and reader[0] is session else session.connection()
     if conn.dialect.name != "sqlite":
         return list(conn.execute(stmt, dict(params)))
-    shape = tuple(sorted((k, len(v)) for k, v in params.items() if isinstance(v, list | tuple)))
+    shape = tuple(sorted((k, len(v) if isinstance(v, list | tuple) else -1)
+                         for k, v in params.items()))
     plan = _plan(stmt, conn.dialect, shape)
-    args: list[Any] = []
-    for bind in plan.binds:
-        value = params[bind.name] if bind.constant is _RUNTIME else bind.constant
-        values = value if bind.expanding else (value,)
-        args.extend(values if bind.convert is None else map(bind.convert, values))
     raw = conn.connection.driver_connection
     assert raw is not None
-    found = raw.execute(plan.sql, args).fetchall()
+    found = raw.execute(plan.sql, [slot.value(params) for slot in plan.slots]).fetchall()
     make, convert = plan.row._make, plan.convert
     if convert is None:
         return [make(r) for r in found]
@@ -252,38 +255,44 @@ def rows(session: Session, stmt: Executable, params: Mapping[str, Any] | None = 
             for r in found]
 
 
+@dataclass(frozen=True)
+class _Probe:
+    """Stands for a caller's value while a plan is made, to find where it goes."""
+
+    name: str
+    index: int | None
+
+
 @lru_cache(maxsize=1024)
 def _plan(stmt: Any, dialect: Dialect, shape: tuple[tuple[str, int], ...]) -> _Plan:
     compiled: Any = stmt.compile(dialect=dialect)  # an SQLCompiler
-    sql = compiled.string
-    lengths = dict(shape)
-    binds = []
-    for name in compiled.positiontup or ():
-        param = compiled.binds[name]
-        runtime = param.required or param.value is None and param.callable is None
-        processor = param.type._cached_bind_processor(dialect)
-        if param.expanding:
-            count = lengths.get(name, 0)
-            sql = sql.replace(f"__[POSTCOMPILE_{name}]", ", ".join("?" * count) or "NULL")
-        binds.append(_Bind(name, _RUNTIME if runtime else param.effective_value,
-                           processor, param.expanding))
-    columns = compiled._result_columns  # (key, name, objects, type)
-    convert = tuple(c[3]._cached_result_processor(dialect, None) for c in columns)
-    row = namedtuple("Row", [c[0] for c in columns], rename=True)  # type: ignore[misc]
-    return _Plan(sql, tuple(binds), convert if any(convert) else None, row)
+    probes = {name: _Probe(name, None) if size < 0 else [_Probe(name, i) for i in range(size)]
+              for name, size in shape}
+    expanded = compiled.construct_expanded_state(probes)
+    slots = []
+    for placeholder in expanded.positiontup or ():
+        value = expanded.parameters[placeholder]
+        if isinstance(value, _Probe):
+            convert = compiled.binds[value.name].type.bind_processor(dialect)
+            slots.append(_Slot(value.name, value.index, None, convert))
+        else:
+            convert = compiled.binds[placeholder].type.bind_processor(dialect)
+            slots.append(_Slot("", None, value if convert is None else convert(value), None))
+    columns = stmt.selected_columns
+    results = tuple(c.type.result_processor(dialect, None) for c in columns)
+    row = namedtuple("Row", [c.key for c in columns], rename=True)  # type: ignore[misc]
+    return _Plan(expanded.statement, tuple(slots), results if any(results) else None, row)
 
 
 M = TypeVar("M", bound=SQLModel)
 
 
 def detached(model: type[M], values: Sequence[Any]) -> M:
-    """An instance of a table model made from its columns' values in table order, as the
-    ORM loads one and then detaches it (session closed): cheaper than constructing it."""
-    mapper = model.__mapper__  # type: ignore[attr-defined]
-    obj: M = mapper.class_manager.new_instance()
+    """An instance of a table model made from its columns' values in table order, as if
+    loaded by a query whose session has closed: cheaper than constructing one."""
+    obj: M = model.__mapper__.class_manager.new_instance()  # type: ignore[attr-defined]
     obj.__dict__.update(zip(_keys(model), values, strict=True))
-    state = obj._sa_instance_state  # type: ignore[attr-defined]
-    state.key = mapper.identity_key_from_primary_key([obj.__dict__[k] for k in _primary(model)])
+    make_transient_to_detached(obj)
     return obj
 
 
@@ -292,6 +301,3 @@ def _keys(model: type[SQLModel]) -> tuple[str, ...]:
     return tuple(c.key for c in model.__table__.columns)  # type: ignore[attr-defined]
 
 
-@cache
-def _primary(model: type[SQLModel]) -> tuple[str, ...]:
-    return tuple(c.key for c in model.__table__.primary_key)  # type: ignore[attr-defined]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from apis.ec2 import ids
@@ -35,18 +34,11 @@ def tag_list(tags: Mapping[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
 
 
-@lru_cache(maxsize=4096)
-def parsed(text: str) -> template.Template:
-    """A template parsed once per distinct text, for views, which only read it: the same
-    instances are described over and over, and parsing is most of describing one."""
-    return template.parse(text)
-
-
 def instance(info: VMInfo, *, region: str, launch_index: int,
              tags: Mapping[str, str]) -> dict[str, Any]:
     vm = info.vm
     assert vm.id is not None
-    tmpl = parsed(vm.template)
+    tmpl = template.parse(vm.template)
     code, name = instance_state(vm.state, vm.lcm_state)
     disks = tmpl.vectors("DISK")
     image_id = next((d["IMAGE_ID"] for d in disks if d.get("IMAGE_ID", "").isdigit()), None)

@@ -149,6 +149,8 @@ def test_read_unit_inside_one_unit_joins_it(cloud: Cloud) -> None:
 
 _GROUP_NAMES = sa_select(col(Group.id), col(Group.name)).where(
     col(Group.id).in_(bindparam("ids", expanding=True))).order_by(col(Group.id))
+_OTHER_GROUPS = sa_select(col(Group.id)).where(
+    col(Group.id).not_in(bindparam("ids", expanding=True))).order_by(col(Group.id))
 _ENABLED_USERS = sa_select(col(User.id), col(User.name), col(User.enabled)).where(
     col(User.gid) == USERS_GROUP_ID, col(User.name) != bindparam("not_named")
 ).order_by(col(User.id))
@@ -170,6 +172,9 @@ def test_rows_binds_constants_runtime_values_and_lists(cloud: Cloud) -> None:
             expected = s.exec(select(Group).where(col(Group.id).in_(wanted))
                               .order_by(col(Group.id))).all()
             assert [(r.id, r.name) for r in found] == [(g.id, g.name) for g in expected]
+            others = db.rows(s, _OTHER_GROUPS, {"ids": wanted})  # NOT IN () is everything
+            assert [r.id for r in others] == sorted(
+                g.id for g in s.exec(select(Group)) if g.id not in wanted)
         found = db.rows(s, _ENABLED_USERS, {"not_named": "other"})
     assert [(r.name, r.enabled) for r in found] == [("on", True), ("off", False)]
     assert all(type(r.enabled) is bool for r in found)  # the type's result processor ran
