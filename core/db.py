@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Dialect, Engine, Executable, create_engine, event
-from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import instance_state
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel
 
@@ -288,16 +288,24 @@ M = TypeVar("M", bound=SQLModel)
 
 
 def detached(model: type[M], values: Sequence[Any]) -> M:
-    """An instance of a table model made from its columns' values in table order, as if
-    loaded by a query whose session has closed: cheaper than constructing one."""
-    obj: M = model.__mapper__.class_manager.new_instance()  # type: ignore[attr-defined]
+    """An instance of a table model made from its columns' values in table order, as the
+    ORM's loader makes one (state and identity key set, no constructor run), then left
+    detached, as if its session had closed."""
+    mapper = model.__mapper__  # type: ignore[attr-defined]
+    obj: M = mapper.class_manager.new_instance()
     obj.__dict__.update(zip(_keys(model), values, strict=True))
-    make_transient_to_detached(obj)
+    instance_state(obj).key = mapper.identity_key_from_primary_key(
+        [obj.__dict__[k] for k in _primary(model)])
     return obj
 
 
 @cache
 def _keys(model: type[SQLModel]) -> tuple[str, ...]:
     return tuple(c.key for c in model.__table__.columns)  # type: ignore[attr-defined]
+
+
+@cache
+def _primary(model: type[SQLModel]) -> tuple[str, ...]:
+    return tuple(c.key for c in model.__table__.primary_key)  # type: ignore[attr-defined]
 
 
