@@ -65,6 +65,7 @@ class Config:
     ssh_user: str = ""
     ssh_key: str = ""
     ssh_known_hosts: str = ""
+    ssh_config: str = ""  # an ssh_config for the drivers that run ssh themselves (TM)
     register_localhost: bool = True
     localhost_im: str = "dummy"
     localhost_vmm: str = "dummy"
@@ -117,6 +118,7 @@ _KEYS: dict[str, tuple[str, type]] = {
     "SSH_USER": ("ssh_user", str),
     "SSH_KEY": ("ssh_key", str),
     "SSH_KNOWN_HOSTS": ("ssh_known_hosts", str),
+    "SSH_CONFIG": ("ssh_config", str),
     "LOCALHOST_IM": ("localhost_im", str),
     "LOCALHOST_VMM": ("localhost_vmm", str),
     "LOCALHOST_TM": ("localhost_tm", str),

@@ -143,13 +143,14 @@ class RunnerPool:
         local_names: Iterable[str] = ("localhost",),
         ssh_defaults: HostAccess,
         max_channels: int = 8,
+        local_env: Mapping[str, str] | None = None,
     ) -> None:
         self.remotes_dir = Path(remotes_dir)
         self._local_names = frozenset(local_names)
         self._defaults = ssh_defaults
         self._max_channels = max_channels
         self._tree = RemotesTree(self.remotes_dir)
-        self._local = LocalRunner(self.remotes_dir)
+        self._local = LocalRunner(self.remotes_dir, env=local_env)
         self._ssh: dict[str, tuple[HostAccess, SshRunner]] = {}
         self._retired: list[SshRunner] = []
 

@@ -41,7 +41,10 @@ class DriverSet:
             known_hosts=os.path.expanduser(cfg.ssh_known_hosts) if cfg.ssh_known_hosts else None,
             remote_dir=cfg.scripts_remote_dir,
         )
-        return cls(RunnerPool(cfg.remotes, ssh_defaults=defaults), defaults)
+        # drivers that run on the front-end and ssh to hosts themselves (the transfer
+        # manager's) find the operator's ssh_config here (`nubo lab up` writes one)
+        env = {"NUBO_SSH_CONFIG": os.path.expanduser(cfg.ssh_config)} if cfg.ssh_config else None
+        return cls(RunnerPool(cfg.remotes, ssh_defaults=defaults, local_env=env), defaults)
 
     def for_host(self, name: str, attributes: Mapping[str, str], kind: str, driver: str) -> Runner:
         folder = f"{driver}.d" if kind == "im" else driver
