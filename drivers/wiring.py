@@ -8,10 +8,13 @@ from collections.abc import Mapping
 from core.config import Config
 from core.drivers import LogFn, Result, Runner
 from drivers import runner as runner_module
-from drivers.runner import HostAccess, LocalRunner, RunnerPool
+from drivers.runner import DriverResult, HostAccess, LocalRunner, RunnerPool
 
 # A driver folder holding this file runs its actions on the front-end for every host.
 LOCAL_MARKER = "LOCAL"
+# im/<hv>.local.d: probes of <hv> hosts that run on the front-end (reading an external
+# monitoring system, say), after im/<hv>.d ran wherever it runs; their output is appended.
+LOCAL_PROBES = ".local"
 
 
 def _access(defaults: HostAccess, attributes: Mapping[str, str]) -> HostAccess:
@@ -60,7 +63,16 @@ class DriverSet:
                          stdin: bytes, timeout: float, log: LogFn | None = None) -> Result:
         result: Result = await runner_module.run_probes(
             runner, hv, host_id, host_name, stdin=stdin, timeout=timeout, log=log)
-        return result
+        local_hv = hv + LOCAL_PROBES
+        if not result.ok or not (self.pool.remotes_dir / "im" / f"{local_hv}.d").is_dir():
+            return result
+        extra: Result = await runner_module.run_probes(
+            self.pool.local(), local_hv, host_id, host_name, stdin=stdin, timeout=timeout,
+            log=log)
+        if not extra.ok:
+            return extra
+        joined = " ".join(out for out in (result.stdout.strip(), extra.stdout.strip()) if out)
+        return DriverResult(0, joined + "\n", result.stderr + extra.stderr)
 
     def invalidate(self) -> None:
         self.pool.invalidate()

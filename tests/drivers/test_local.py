@@ -326,17 +326,17 @@ def test_dummy_monitor_through_run_probes(local: LocalRunner) -> None:
 
 def test_run_probes_joins_probes_in_name_order_and_stops_at_a_failure(
         local: LocalRunner, remotes: Path, tmp_path: Path) -> None:
-    write_script(remotes, "im/kvm.d/b-mem", '#!/bin/sh\necho TOTALMEMORY=1024\necho "HOST=$2"\n')
-    write_script(remotes, "im/kvm.d/a-cpu",
+    write_script(remotes, "im/mine.d/b-mem", '#!/bin/sh\necho TOTALMEMORY=1024\necho "HOST=$2"\n')
+    write_script(remotes, "im/mine.d/a-cpu",
                  '#!/bin/sh\necho "INFO: a-cpu: probing host $1" >&2\necho TOTALCPU=400\n')
-    (remotes / "im/kvm.d/README").write_text("not executable: skipped\n")
+    (remotes / "im/mine.d/README").write_text("not executable: skipped\n")
     log = Recorder()
-    ok = asyncio.run(run_probes(local, "kvm", 5, "h7", stdin=b"<HOST/>", timeout=10, log=log))
+    ok = asyncio.run(run_probes(local, "mine", 5, "h7", stdin=b"<HOST/>", timeout=10, log=log))
     assert ok.stdout == "TOTALCPU=400 TOTALMEMORY=1024 HOST=h7\n"
-    assert log.records[0] == ("I", "Command execution: im/run_probes kvm 5 h7")
+    assert log.records[0] == ("I", "Command execution: im/run_probes mine 5 h7")
     assert ("I", "a-cpu: probing host 5") in log.records
-    write_script(remotes, "im/kvm.d/c-net", '#!/bin/sh\necho "ERROR: c-net: no eth1" >&2\nexit 2\n')
-    bad = asyncio.run(run_probes(local, "kvm", 5, "h7", stdin=None, timeout=10, log=None))
+    write_script(remotes, "im/mine.d/c-net", '#!/bin/sh\necho "ERROR: c-net: no eth1" >&2\nexit 2\n')
+    bad = asyncio.run(run_probes(local, "mine", 5, "h7", stdin=None, timeout=10, log=None))
     assert (bad.rc, bad.error) == (1, "Error executing c-net: c-net: no eth1")
     unknown = asyncio.run(run_probes(local, "xen", 5, "h7", stdin=None, timeout=10, log=None))
     assert unknown.rc == 1 and unknown.error.startswith("no probes for hypervisor xen")
