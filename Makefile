@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean system-deps
+.PHONY: run test lint bench clean system-deps guest lab lab-down
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,18 @@ run: $(STAMP)
 
 system-deps:
 	scripts/system-deps
+
+# The tiny test guest: kernel + initramfs from Debian packages, kept in
+# $NUBO_GUEST_DIR (default ~/.cache/nubo/guest).
+guest:
+	guest/build
+
+# A lab of three SSH hosts in network namespaces (root): `nubo lab up` prints how to use it
+lab: $(STAMP) system-deps
+	$(BIN)/nubo lab up -n 3
+
+lab-down: $(STAMP)
+	$(BIN)/nubo lab down
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from core.cli import hosts, images, templates, users, vms, vnets
+from core.cli import hosts, images, lab, templates, users, vms, vnets
 from core.cli.client import Client, CliError
 from core.cli.commands import Parser
 from core.cli.output import error
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub.add_parser("serve", help="run the cloud (daemon and front doors) in the foreground")
-    for module in (hosts, vms, images, templates, users, vnets):
+    for module in (hosts, vms, images, templates, users, vnets, lab):
         module.register(sub)
     return parser
 
@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         serve()
         return 0
     try:
-        return int(args.run(Client.from_environment(), args))
+        # commands that act on this machine (`nubo lab`) need no daemon and no credentials
+        client = Client.from_environment() if getattr(args, "needs_client", True) else None
+        return int(args.run(client, args))
     except CliError as exc:
         error(str(exc))
     except KeyboardInterrupt:

@@ -1,5 +1,5 @@
 """Fixtures of the driver tests: the shipped remotes tree, a writable copy of it, and a lab
-of network-namespace hosts with real OpenSSH servers (tests/lab.py)."""
+of network-namespace hosts with real OpenSSH servers (drivers/lab.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from drivers.lab import Lab, LabUnavailable, create_hosts
 from drivers.runner import LocalRunner
-from tests.lab import Lab, LabUnavailable, create_hosts
 from tests.strict import missing
 
 REMOTES = Path(__file__).resolve().parents[2] / "drivers" / "remotes"
@@ -43,7 +43,8 @@ def local(remotes: Path) -> LocalRunner:
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     try:
-        made = create_hosts(2, tmp_path_factory.mktemp("lab"))
+        # shared: <workdir>/shared on every host at one path (tm/shared, tm/qcow2)
+        made = create_hosts(2, tmp_path_factory.mktemp("lab"), shared=True)
     except LabUnavailable as exc:
         missing(f"the namespace lab ({exc})")
     try:

@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 
 import pytest
 
+from drivers.lab import Lab, clean_stale
 from drivers.runner import HASH_FILE, DriverResult, HostAccess, RunnerPool, SshRunner, SyncFailed
 from tests.drivers.conftest import write_script
 from tests.drivers.documents import Recorder, host_document, vm_document
-from tests.lab import Lab, clean_stale
 
 T = TypeVar("T")
 

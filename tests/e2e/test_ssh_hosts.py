@@ -1,4 +1,4 @@
-"""A live daemon drives real SSH hosts (network namespaces with their own sshd, tests/lab.py)
+"""A live daemon drives real SSH hosts (network namespaces with their own sshd, drivers/lab.py)
 through a driver that a user wrote by copying folders: no Python change anywhere.
 
 `vmm/remote-dummy` and `im/remote-dummy.d` are copies of the packaged dummy drivers without
@@ -14,17 +14,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from core.lifecycle import HostState
-from tests.lab import Lab, LabHost, LabUnavailable, create_hosts
+from drivers.lab import Lab, LabHost, LabUnavailable, create_hosts
+from tests.e2e.labcloud import Cloud, wait_until
 from tests.live import FAST_CONF, LiveNubo
 from tests.strict import missing
 
@@ -38,34 +36,6 @@ PROBE = """#!/bin/sh
 echo "MY_SITE=$(cat "$HOME/.nubo-lab-site")"
 """
 NO_SUCH_HOST = "no-such-host.invalid"
-
-
-@dataclass
-class Cloud:
-    nubo: LiveNubo
-    lab: Lab
-
-    def call(self, method: str, *args: object) -> Any:
-        """One XML-RPC call as admin: the payload of its `[true, payload, 0]` reply."""
-        ok, payload, _ = getattr(self.nubo.rpc(), method)(self.nubo.session, *args)
-        assert ok, payload
-        return payload
-
-    def host_doc(self, name: str) -> ET.Element:
-        return ET.fromstring(self.call("one.host.info", self.host_id(name)))
-
-    def host_id(self, name: str) -> int:
-        for host in ET.fromstring(self.call("one.hostpool.info")).findall("HOST"):
-            if host.findtext("NAME") == name:
-                return int(host.findtext("ID") or -1)
-        raise AssertionError(f"no host {name}")
-
-
-def wait_until(what: str, probe: Callable[[], object], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def state_of(cloud: Cloud, name: str) -> tuple[HostState, str]:
