@@ -209,6 +209,12 @@ def datastore_allocate(cloud: Cloud, caller: Caller, text: str, _cluster: int = 
     return images.create_datastore(cloud, caller, text=text)
 
 
+@method("one.datastore.update", int, str, optional=(int,))
+def datastore_update(cloud: Cloud, caller: Caller, ds_id: int, text: str, _append: int = 0) -> int:
+    images.update_datastore(cloud, caller, datastore_id=ds_id, text=text)
+    return ds_id
+
+
 @method("one.datastore.info", int, optional=(bool,))
 def datastore_info(cloud: Cloud, caller: Caller, ds_id: int, _decrypt: bool = False) -> str:
     ds, image_ids = images.get_datastore(cloud, caller, datastore_id=ds_id)

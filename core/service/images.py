@@ -272,10 +272,7 @@ def create_datastore(cloud: Cloud, caller: Caller, *, text: str) -> int:
         raise Forbidden("only members of group oneadmin may create datastores")
     tmpl = template.parse(text)
     name = _name(tmpl, "datastore")
-    tm_mad = tmpl.get("TM_MAD") or "dummy"
-    if "/" in tm_mad or tm_mad.startswith(".") or not (cloud.config.remotes / "tm" / tm_mad).is_dir():
-        raise InvalidRequest(f"no TM driver {tm_mad!r}: {cloud.config.remotes / 'tm' / tm_mad} "
-                             "does not exist")
+    tm_mad = _tm_mad(cloud, tmpl.get("TM_MAD") or "dummy")
     with cloud.session() as s:
         if s.exec(select(Datastore).where(Datastore.name == name)).first() is not None:
             raise Conflict(f"datastore {name} already exists")
@@ -286,6 +283,30 @@ def create_datastore(cloud: Cloud, caller: Caller, *, text: str) -> int:
         assert ds.id is not None
         ds.base_path = f"{cloud.config.datastores}/{ds.id}"
         return ds.id
+
+
+def update_datastore(cloud: Cloud, caller: Caller, *, datastore_id: int, text: str) -> None:
+    """Replace a datastore's template (OpenNebula's one.datastore.update): TM_MAD and DS_MAD
+    in it choose its drivers from then on; the system datastore's TM_MAD is the one that
+    makes each VM's directory, context CD and swap."""
+    if not caller.admin:
+        raise Forbidden("only members of group oneadmin may update datastores")
+    tmpl = template.parse(text)
+    with cloud.session() as s:
+        ds = s.get(Datastore, datastore_id, with_for_update=True)
+        if ds is None:
+            raise NotFound("datastore", datastore_id)
+        ds.tm_mad = _tm_mad(cloud, tmpl.get("TM_MAD") or ds.tm_mad)
+        ds.ds_mad = tmpl.get("DS_MAD") or ds.ds_mad
+        ds.template = tmpl.dumps()
+        s.add(ds)
+
+
+def _tm_mad(cloud: Cloud, tm_mad: str) -> str:
+    folder = cloud.config.remotes / "tm" / tm_mad
+    if "/" in tm_mad or tm_mad.startswith(".") or not folder.is_dir():
+        raise InvalidRequest(f"no TM driver {tm_mad!r}: {folder} does not exist")
+    return tm_mad
 
 
 def delete_datastore(cloud: Cloud, caller: Caller, *, datastore_id: int) -> None:

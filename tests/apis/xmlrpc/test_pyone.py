@@ -99,6 +99,16 @@ def test_datastores_and_images(one: pyone.OneServer, alice: pyone.OneServer) -> 
         alice.datastore.allocate('NAME = "mine"', -1)
     with pytest.raises(pyone.OneActionException, match="no TM driver"):
         one.datastore.allocate('NAME = "odd"\nTM_MAD = "../../bin"\n', -1)
+    one.datastore.update(ds_id, 'TM_MAD = "ssh"\nDS_MAD = "fs"\nDESCRIPTION = "nfs"\n')
+    updated = one.datastore.info(ds_id)
+    assert (updated.TM_MAD, updated.TEMPLATE["DESCRIPTION"]) == ("ssh", "nfs")
+    with pytest.raises(pyone.OneActionException, match="no TM driver"):
+        one.datastore.update(ds_id, 'TM_MAD = "nosuch"\n')
+    assert one.datastore.info(ds_id).TM_MAD == "ssh"  # unchanged by the refused update
+    with pytest.raises(pyone.OneAuthorizationException):
+        alice.datastore.update(0, 'TM_MAD = "ssh"\n')
+    with pytest.raises(pyone.OneNoExistsException):
+        one.datastore.update(999, 'TM_MAD = "ssh"\n')
     one.datastore.delete(ds_id)
     with pytest.raises(pyone.OneNoExistsException):
         one.datastore.info(ds_id)
