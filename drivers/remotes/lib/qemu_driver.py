@@ -153,8 +153,10 @@ def command_line(vm: Vm, vmdir: str) -> list[str]:
         raise DriverError(f"qemu: MEMORY ({memory!r}) and VCPU ({vcpu!r}) must be whole numbers")
     argv = [QEMU, "-name", f"one-{vm.id}", "-accel", accelerator(vm), "-m", memory,
             "-smp", vcpu, "-display", "none", "-no-user-config", "-nodefaults",
-            "-serial", f"file:{vmdir}/console.log",
-            "-qmp", f"unix:{vmdir}/qmp.sock,server=on,wait=off",
+            # appended to: restore and a deploy after stop keep what the guest said before
+            "-chardev", f"file,id=console,path={_opt(vmdir)}/console.log,append=on",
+            "-serial", "chardev:console",
+            "-qmp", f"unix:{_opt(vmdir)}/qmp.sock,server=on,wait=off",
             "-pidfile", f"{vmdir}/qemu.pid", "-daemonize"]
     os_vector = vm.vector("OS")
     if os_vector.get("KERNEL"):
@@ -169,7 +171,8 @@ def command_line(vm: Vm, vmdir: str) -> list[str]:
     for disk in vm.vectors("DISK"):
         argv += _drive(vmdir, disk)
     if context_id:
-        argv += ["-drive", f"file={vmdir}/disk.{context_id},media=cdrom,if=ide,readonly=on"]
+        argv += ["-drive",
+                 f"file={_opt(vmdir)}/disk.{context_id},media=cdrom,if=ide,readonly=on"]
     for nic in vm.vectors("NIC"):
         nic_id = nic.get("NIC_ID", "0")
         model = nic.get("MODEL", "virtio-net-pci")
@@ -182,12 +185,17 @@ def command_line(vm: Vm, vmdir: str) -> list[str]:
     return argv
 
 
+def _opt(value: str) -> str:
+    """A value inside a qemu option list, where a comma separates options: doubled."""
+    return value.replace(",", ",,")
+
+
 def _drive(vmdir: str, disk: dict[str, str]) -> list[str]:
     disk_id = disk.get("DISK_ID", "")
     if not disk_id.isdigit():
         raise DriverError(f"qemu: a DISK has no DISK_ID: {disk}")
     path = f"{vmdir}/disk.{disk_id}"
-    options = [f"file={path}", f"format={disk_format(path, disk)}", f"id=disk{disk_id}"]
+    options = [f"file={_opt(path)}", f"format={disk_format(path, disk)}", f"id=disk{disk_id}"]
     if disk.get("TYPE", "").lower() == "cdrom":
         options += ["media=cdrom", "if=ide", "readonly=on"]
     else:

@@ -1,0 +1,189 @@
+"""Real VMs end to end: a live daemon places VMs on lab hosts monitored by the KVM probes,
+the ssh transfer manager copies their disks and context CD, and the qemu driver boots the
+test guest (tests/guest.py) under qemu. What each step did is checked on the hosts: the
+guest's serial console, the qemu processes, the VM directories."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core.lifecycle import LcmState, VmState
+from drivers.lab import LabUnavailable, create_hosts
+from tests.drivers.conftest import REMOTES
+from tests.e2e.labcloud import Cloud, wait_until
+from tests.guest import guest_files
+from tests.live import FAST_CONF, LiveNubo
+from tests.strict import missing
+
+pytestmark = pytest.mark.slow
+BOOT = 90.0  # TCG on 2 shared cores, several VMs at once
+
+
+def qemu_pid(vmdir: Path) -> int | None:
+    import sys
+
+    sys.path.insert(0, str(REMOTES / "lib"))
+    import qemu_driver
+
+    return qemu_driver.pid_of(str(vmdir))
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    try:
+        lab = create_hosts(2, tmp_path_factory.mktemp("qemu-lab"),
+                           prefix=f"nubo-t{os.getpid()}-qemu")
+    except LabUnavailable as exc:
+        missing(f"the namespace lab ({exc})")
+    nubo: LiveNubo | None = None
+    try:
+        conf = (FAST_CONF + f"SSH_USER = {lab.user}\nSSH_KEY = {lab.client_key}\n"
+                f"SSH_KNOWN_HOSTS = {lab.known_hosts}\nSSH_CONFIG = {lab.ssh_config}\n"
+                "REGISTER_LOCALHOST = NO\n")
+        nubo = LiveNubo(tmp_path_factory.mktemp("qemu-nubo"), conf=conf)
+        nubo.start()
+        made = Cloud(nubo, lab)
+        for host in lab.hosts:
+            nubo.cli("host", "create", host.name, "--im", "kvm", "--vmm", "qemu",
+                     "--attr", f"SSH_ADDRESS={host.address}",
+                     "--attr", f"SSH_NETNS={lab.netns}",
+                     "--attr", f"SCRIPTS_REMOTE_DIR={host.remote_dir}",
+                     "--attr", f"DATASTORE_LOCATION={host.datastores}")
+        for ds in (0, 1):
+            made.call("one.datastore.update", ds, 'TM_MAD = "ssh"\n')
+        for host in lab.hosts:
+            wait_until(f"{host.name} monitored",
+                       lambda h=host.name: made.host_doc(h).findtext("STATE") == "2", 30)
+        yield made
+    finally:
+        if nubo is not None:
+            nubo.stop()
+        lab.destroy()
+
+
+@pytest.fixture(scope="module")
+def template(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A VM template booting the test guest with one 16 MB data disk from an image."""
+    kernel, initrd = guest_files()
+    where = tmp_path_factory.mktemp("guest-images")  # outside home: lab hosts see it
+    kernel = Path(shutil.copy(kernel, where / "vmlinuz"))
+    initrd = Path(shutil.copy(initrd, where / "initrd.gz"))
+    data = where / "data.img"
+    with open(data, "wb") as f:
+        f.truncate(16 * 1024 * 1024)
+    image = cloud.call("one.image.allocate", f'NAME = "data"\nPATH = "{data}"\n', 1)
+    return (f'CPU = "0.1"\nMEMORY = "128"\nVCPU = "1"\n'
+            f'OS = [ KERNEL = "{kernel}", INITRD = "{initrd}", '
+            'KERNEL_CMD = "console=ttyS0 quiet panic=-1" ]\n'
+            f'DISK = [ IMAGE_ID = "{image}" ]\n')
+
+
+class Vm:
+    def __init__(self, cloud: Cloud, vm_id: int) -> None:
+        self.cloud, self.id = cloud, vm_id
+
+    def doc(self) -> Any:
+        return self.cloud.vm_doc(self.id)
+
+    def state(self) -> tuple[int, int]:
+        doc = self.doc()
+        return int(doc.findtext("STATE") or -1), int(doc.findtext("LCM_STATE") or -1)
+
+    def wait(self, state: VmState, lcm: LcmState = LcmState.LCM_INIT,
+             timeout: float = BOOT) -> None:
+        def reached() -> bool:
+            now = self.state()
+            assert now[0] != VmState.FAILED, self.log()
+            return now == (state, lcm)
+
+        wait_until(f"VM {self.id} {state.name}/{lcm.name}", reached, timeout)
+
+    def host(self) -> str:
+        return self.doc().findall("HISTORY_RECORDS/HISTORY")[-1].findtext("HOSTNAME") or ""
+
+    def vmdir(self) -> Path:
+        return self.cloud.lab.host(self.host()).datastores / "0" / str(self.id)
+
+    def console(self) -> str:
+        try:
+            return (self.vmdir() / "console.log").read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_console(self, marker: str, count: int = 1) -> str:
+        wait_until(f"{marker!r} x{count} on VM {self.id}'s console",
+                   lambda: self.console().count(marker) >= count, BOOT)
+        return self.console()
+
+    def action(self, name: str) -> None:
+        self.cloud.call("one.vm.action", name, self.id)
+
+    def log(self) -> str:
+        return self.cloud.nubo.cli("vm", "log", str(self.id)).stdout[-3000:]
+
+
+def create(cloud: Cloud, template: str, name: str) -> Vm:
+    text = template + f'NAME = "{name}"\nCONTEXT = [ HOSTNAME = "{name}" ]\n'
+    return Vm(cloud, cloud.call("one.vm.allocate", text))
+
+
+def test_a_vm_runs_the_guest_and_goes_through_its_life(cloud: Cloud, template: str) -> None:
+    vm = create(cloud, template, "life")
+    started = time.monotonic()
+    vm.wait(VmState.ACTIVE, LcmState.RUNNING)
+    console = vm.wait_console("NUBO-READY")
+    print(f"create -> guest ready: {time.monotonic() - started:.1f} s")
+    assert "NUBO-CONTEXT-FOUND hostname=life" in console
+    assert "NUBO-DISK /dev/vda 32768" in console  # the image, copied by tm/ssh
+    vmdir = vm.vmdir()
+    assert qemu_pid(vmdir) is not None
+
+    vm.action("reboot")
+    vm.wait_console("NUBO-READY", 2)
+    vm.wait(VmState.ACTIVE, LcmState.RUNNING)
+
+    vm.action("suspend")  # memory to a checkpoint on the host; qemu stops
+    vm.wait(VmState.SUSPENDED)
+    assert qemu_pid(vmdir) is None and (vmdir / "checkpoint").stat().st_size > 1_000_000
+    vm.action("resume")
+    vm.wait(VmState.ACTIVE, LcmState.RUNNING)
+    assert qemu_pid(vmdir) is not None
+    assert vm.console().count("NUBO-GUEST-START") == 2  # restored, not booted again
+
+    vm.action("stop")  # checkpoint, then the VM dir goes to the front-end
+    vm.wait(VmState.STOPPED)
+    assert qemu_pid(vmdir) is None
+    vm.action("resume")
+    vm.wait(VmState.ACTIVE, LcmState.RUNNING)
+    assert qemu_pid(vm.vmdir()) is not None
+    assert vm.console().count("NUBO-GUEST-START") == 2
+
+    vm.action("shutdown")  # ACPI: the guest powers itself off
+    vm.wait(VmState.DONE)
+    assert qemu_pid(vm.vmdir()) is None
+    assert not vm.vmdir().exists()  # epilog deleted it on the host
+
+
+def test_cancel_and_a_failed_prolog(cloud: Cloud, template: str, tmp_path: Path) -> None:
+    vm = create(cloud, template, "cancelled")
+    vm.wait(VmState.ACTIVE, LcmState.RUNNING)
+    vmdir = vm.vmdir()
+    vm.action("cancel")
+    vm.wait(VmState.DONE)
+    assert qemu_pid(vmdir) is None and not vmdir.exists()
+
+    gone = tmp_path / "gone.img"
+    gone.write_bytes(b"x" * 1024)
+    image = cloud.call("one.image.allocate", f'NAME = "gone"\nPATH = "{gone}"\n', 1)
+    gone.unlink()
+    broken = template.replace("DISK = [ IMAGE_ID", f'DISK = [ IMAGE_ID = "{image}" ]\n#')
+    vm = Vm(cloud, cloud.call("one.vm.allocate", broken + 'NAME = "broken"\n'))
+    wait_until("the broken VM FAILED", lambda: vm.state()[0] == VmState.FAILED, BOOT)
+    assert "gone.img" in (vm.doc().findtext("TEMPLATE/ERROR") or "") + vm.log()
