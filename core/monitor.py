@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shlex
 import time
 from collections.abc import Coroutine
@@ -217,6 +218,12 @@ class Monitor:
         )
         await anyio.to_thread.run_sync(self._vm_polled, vm_id, result.ok, result.stdout,
                                        result.error)
+        if result.ok and (self.cloud.config.remotes / "vmm" / vmm / "console").is_file():
+            shown = await runner.run(
+                "vmm", vmm, "console", [deploy_id, host_name, str(vm_id), host_name],
+                stdin=doc, timeout=self.cloud.config.monitor_timeout)
+            if shown.ok:
+                await anyio.to_thread.run_sync(save_console, self.cloud, vm_id, shown.stdout)
 
     def _vm_doc(self, vm_id: int) -> tuple[str, dict[str, str], str, str, bytes] | None:
         with self.cloud.session() as s:
@@ -273,6 +280,17 @@ class Monitor:
                 except InvalidState:
                     pass  # e.g. `a` while RUNNING: nothing changes
             s.add(vm)
+
+
+def save_console(cloud: Cloud, vm_id: int, text: str) -> None:
+    """The copy of a VM's serial console that `nubo vm console` and EC2's GetConsoleOutput
+    read (core.service.vms.console), refreshed at every poll by drivers that have a
+    `console` action."""
+    folder = cloud.config.var / "vms" / str(vm_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / "console.log.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, folder / "console.log")
 
 
 def _num(value: str) -> float:

@@ -383,6 +383,12 @@ def vm_deploy(cloud: Cloud, caller: Caller, vm_id: int, host_id: int, _enforce: 
     return vm_id
 
 
+@method("one.vm.console", int)
+def vm_console(cloud: Cloud, caller: Caller, vm_id: int) -> str:
+    """Nubo extension: the last 64 KB of the VM's serial console, as of its last poll."""
+    return vms.console(cloud, caller, vm_id=vm_id)
+
+
 @method("one.vm.log", int, optional=(int,))
 def vm_log(cloud: Cloud, caller: Caller, vm_id: int, after: int = 0) -> list[list[Any]]:
     """Nubo extension: the VM's log as [id, time, severity, message] rows after `after`."""

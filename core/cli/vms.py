@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from core import template
@@ -217,6 +218,16 @@ def log(client: Client, args: argparse.Namespace) -> int:
     return follow.show_log(client, vm_id, follow=args.follow, as_json=args.json)
 
 
+def console(client: Client, args: argparse.Namespace) -> int:
+    vm_id = resolve(client, "vm", args.vm)
+    text = str(client.call("one.vm.console", vm_id))
+    if args.json:
+        emit_json({"id": vm_id, "console": text})
+    else:
+        sys.stdout.write(text if not text or text.endswith("\n") else text + "\n")
+    return 0
+
+
 def add_wait_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hold", action="store_true", help="create it in HOLD (see `vm release`)")
     p.add_argument("--wait", action="store_true",
@@ -251,6 +262,9 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--state", metavar="NAME",
                    help="only VMs in this state: pending, running, failed, done, runn, ...")
     p = command(verbs, "show", "show a VM: states, host, template, history, message", show)
+    p.add_argument("vm", metavar="ID|NAME")
+    p = command(verbs, "console", "print the last 64 KB of a VM's serial console (as of its "
+                "last poll; hypervisor drivers with a `console` action keep it)", console)
     p.add_argument("vm", metavar="ID|NAME")
     p = command(verbs, "log", "print a VM's log", log)
     p.add_argument("vm", metavar="ID|NAME")

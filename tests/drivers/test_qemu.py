@@ -151,6 +151,9 @@ def test_lifecycle_on_a_lab_host(lab: Any, remotes: Path, images: tuple[Path, Pa
     console = guest.wait_for("NUBO-READY")
     assert f"NUBO-CONTEXT-FOUND hostname=vm{guest.id}" in console
     assert poll(lab, remotes, guest)["STATE"] == "a"
+    shown = run(lab, remotes, guest, "console", f"one-{guest.id}")  # read over ssh
+    assert shown.ok and "NUBO-READY" in shown.stdout
+    assert shown.stdout.replace("\r\n", "\n") in guest.console()  # raw CRLF, as typed
     first_pid = guest.pid()
     assert first_pid is not None
 

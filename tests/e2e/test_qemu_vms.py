@@ -144,6 +144,9 @@ def test_a_vm_runs_the_guest_and_goes_through_its_life(cloud: Cloud, template: s
     assert "NUBO-DISK /dev/vda 32768" in console  # the image, copied by tm/ssh
     vmdir = vm.vmdir()
     assert qemu_pid(vmdir) is not None
+    # the monitor keeps a copy on the front-end: the CLI and EC2's GetConsoleOutput show it
+    wait_until("the console on the front-end",
+               lambda: "NUBO-READY" in cloud.nubo.cli("vm", "console", str(vm.id)).stdout)
 
     vm.action("reboot")
     vm.wait_console("NUBO-READY", 2)

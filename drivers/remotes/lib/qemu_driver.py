@@ -9,6 +9,8 @@ Actions, with their arguments before the appended `<vmid> <host>` (the VM's XML 
   save <deploy_id> <checkpoint> <host>   memory to the checkpoint file, then stop qemu
   restore <checkpoint> <host>            start qemu again from the checkpoint
   poll <deploy_id> <host>                STATE=a|p|e|d USEDCPU USEDMEMORY NETRX NETTX
+  console <deploy_id> <host>             the last 64 KB of the serial console (Nubo's own
+                                         action: the monitor keeps a copy on the front-end)
   attach_disk | detach_disk <deploy_id> <path> <target> <disk_id>   hotplug (virtio)
 
 Files in the VM's directory (the deployment file's, or <DS_LOCATION>/0/<vmid>):
@@ -587,6 +589,22 @@ def detach_disk(argv: list[str], doc: ET.Element) -> str:
     return ""
 
 
-ACTIONS = {"deploy": deploy, "shutdown": shutdown, "cancel": cancel, "reboot": reset,
+CONSOLE_LIMIT = 64 * 1024
+
+
+def console(argv: list[str], doc: ET.Element) -> str:
+    vm = _vm(doc, argv, 2, "console <deploy_id> <host>")
+    try:
+        with open(os.path.join(vm.directory(), "console.log"), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - CONSOLE_LIMIT))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    sys.stdout.write(data.decode("utf-8", "replace"))
+    return ""
+
+
+ACTIONS = {"console": console, "deploy": deploy, "shutdown": shutdown, "cancel": cancel, "reboot": reset,
            "reset": reset, "save": save, "restore": restore, "poll": poll,
            "attach_disk": attach_disk, "detach_disk": detach_disk}
