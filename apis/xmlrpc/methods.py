@@ -210,8 +210,9 @@ def datastore_allocate(cloud: Cloud, caller: Caller, text: str, _cluster: int = 
 
 
 @method("one.datastore.update", int, str, optional=(int,))
-def datastore_update(cloud: Cloud, caller: Caller, ds_id: int, text: str, _append: int = 0) -> int:
-    images.update_datastore(cloud, caller, datastore_id=ds_id, text=text)
+def datastore_update(cloud: Cloud, caller: Caller, ds_id: int, text: str, append: int = 0) -> int:
+    """Replace the template, or (append = 1, OpenNebula 4.x) merge into it."""
+    images.update_datastore(cloud, caller, datastore_id=ds_id, text=text, merge=append == 1)
     return ds_id
 
 

@@ -285,10 +285,12 @@ def create_datastore(cloud: Cloud, caller: Caller, *, text: str) -> int:
         return ds.id
 
 
-def update_datastore(cloud: Cloud, caller: Caller, *, datastore_id: int, text: str) -> None:
-    """Replace a datastore's template (OpenNebula's one.datastore.update): TM_MAD and DS_MAD
-    in it choose its drivers from then on; the system datastore's TM_MAD is the one that
-    makes each VM's directory, context CD and swap."""
+def update_datastore(cloud: Cloud, caller: Caller, *, datastore_id: int, text: str,
+                     merge: bool = False) -> None:
+    """Replace a datastore's template, or merge `text` into it (OpenNebula's
+    one.datastore.update): TM_MAD and DS_MAD in it choose its drivers from then on; the
+    system datastore's TM_MAD is the one that makes each VM's directory, context CD and
+    swap."""
     if not caller.admin:
         raise Forbidden("only members of group oneadmin may update datastores")
     tmpl = template.parse(text)
@@ -296,6 +298,10 @@ def update_datastore(cloud: Cloud, caller: Caller, *, datastore_id: int, text: s
         ds = s.get(Datastore, datastore_id, with_for_update=True)
         if ds is None:
             raise NotFound("datastore", datastore_id)
+        if merge:
+            merged = template.parse(ds.template)
+            merged.merge(tmpl)
+            tmpl = merged
         ds.tm_mad = _tm_mad(cloud, tmpl.get("TM_MAD") or ds.tm_mad)
         ds.ds_mad = tmpl.get("DS_MAD") or ds.ds_mad
         ds.template = tmpl.dumps()

@@ -397,6 +397,30 @@ def test_image_commands(nubo: LiveNubo, tmp_path: Path) -> None:
     assert "does not exist" in one_error(nubo.cli("image", "show", str(os_id), check=False))
 
 
+def test_datastore_commands(nubo: LiveNubo, tmp_path: Path) -> None:
+    table = ok(nubo.cli("datastore", "list"))
+    assert table.splitlines()[0].split() == ["ID", "NAME", "TYPE", "TM", "DS", "IMAGES", "BASE",
+                                             "PATH"]
+    assert re.search(r"^\s*0\s+system\s+system\s+dummy\s+fs\s", table, re.M), table
+    spec = tmp_path / "ds.tmpl"
+    spec.write_text('NAME = "cli-ds"\nTM_MAD = "dummy"\nREPLICAS = [ HOST = "a" ]\n')
+    ds_id = int(nubo.rpc().one.datastore.allocate(nubo.session, spec.read_text())[1])
+    assert ok(nubo.cli("datastore", "update", "cli-ds", "--tm", "ssh")) == ""
+    shown = as_json(nubo, "datastore", "show", str(ds_id))
+    assert (shown["tm_mad"], shown["type"]) == ("ssh", "image")
+    assert shown["template"]["REPLICAS"] == {"HOST": "a"}  # merged, nothing lost
+    assert "TM_MAD" in ok(nubo.cli("datastore", "show", "cli-ds"))
+    spec.write_text('TM_MAD = "shared"\n')
+    assert ok(nubo.cli("datastore", "update", "cli-ds", str(spec))) == ""
+    replaced = as_json(nubo, "datastore", "show", "cli-ds")
+    assert replaced["tm_mad"] == "shared" and "REPLICAS" not in replaced["template"]
+    assert "no TM driver" in one_error(nubo.cli("datastore", "update", "cli-ds", "--tm", "nope",
+                                                check=False))
+    assert "give a template FILE" in one_error(nubo.cli("datastore", "update", "cli-ds",
+                                                        check=False))
+    nubo.rpc().one.datastore.delete(nubo.session, ds_id)
+
+
 def test_template_commands(nubo: LiveNubo, tmp_path: Path) -> None:
     spec = tmp_path / "small.tmpl"
     spec.write_text('NAME = "cli-small"\nMEMORY = 64\nCPU = 0.1\nROLE = "web"\n')

@@ -105,6 +105,9 @@ def test_datastores_and_images(one: pyone.OneServer, alice: pyone.OneServer) -> 
     with pytest.raises(pyone.OneActionException, match="no TM driver"):
         one.datastore.update(ds_id, 'TM_MAD = "nosuch"\n')
     assert one.datastore.info(ds_id).TM_MAD == "ssh"  # unchanged by the refused update
+    one.datastore.update(ds_id, 'TM_MAD = "shared"\n', 1)  # merged: the rest stays
+    merged = one.datastore.info(ds_id)
+    assert (merged.TM_MAD, merged.TEMPLATE["DESCRIPTION"]) == ("shared", "nfs")
     with pytest.raises(pyone.OneAuthorizationException):
         alice.datastore.update(0, 'TM_MAD = "ssh"\n')
     with pytest.raises(pyone.OneNoExistsException):
