@@ -38,7 +38,6 @@ import json
 import os
 import pwd
 import re
-import shlex
 import shutil
 import signal
 import subprocess
@@ -47,14 +46,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drivers.lab_ssh import SUBNET, ssh_config_text, sshd_config_text
 from drivers.runner import HostAccess
 
-SUBNET = "10.213.0"
 READY_TIMEOUT = 10.0
 STATE_FILE = "lab.json"
 SSH_CONFIG = "ssh_config"
 _STALE = re.compile(r"nubo-t(\d+)-")
-_SUN_PATH_MAX = 107  # unix socket path bytes (108 with the NUL)
 
 
 class LabUnavailable(RuntimeError):
@@ -305,75 +303,6 @@ def clean_stale() -> list[str]:
     return removed
 
 
-def _q(path: Path | str) -> str:
-    """A path as one argument of sshd_config / ssh_config (double quotes: spaces are fine)."""
-    if '"' in str(path) or "\n" in str(path):
-        raise ValueError(f"the lab's paths must not hold double quotes or newlines: {path}")
-    return f'"{path}"'
-
-
-def _sshd_config(host: LabHost, authorized: Path) -> str:
-    return (
-        f"ListenAddress {host.address}\n"
-        f"HostKey {_q(host.dir / 'ssh_host_ed25519_key')}\n"
-        f"PidFile {_q(host.dir / 'sshd.pid')}\n"
-        "PermitRootLogin prohibit-password\n"
-        "PubkeyAuthentication yes\n"
-        "PasswordAuthentication no\n"
-        "KbdInteractiveAuthentication no\n"
-        "UsePAM no\n"
-        "StrictModes no\n"
-        f"AuthorizedKeysFile {_q(authorized)}\n"
-        "MaxSessions 100\n"
-        "MaxStartups 200:30:400\n"
-        "UseDNS no\n"
-        "Subsystem sftp internal-sftp\n"
-    )
-
-
-def _control_path(lab: Lab) -> str:
-    """ControlPath under the workdir: the %C hash if the socket path fits in sun_path
-    (ssh binds a name 17 bytes longer first), else the host's address, else no master."""
-    folder = lab.workdir / "cm"
-    for token, length in (("%C", 40), ("%h", len(f"{SUBNET}.255"))):
-        if len(str(folder)) + 1 + length + 17 <= _SUN_PATH_MAX:
-            folder.mkdir(mode=0o700, exist_ok=True)
-            return f"{folder}/{token}"
-    return "none"
-
-
-def ssh_config_text(lab: Lab, nc: str) -> str:
-    """One block per host, named as Nubo names the host (hN; the netns name and the
-    address work too)."""
-    control = _control_path(lab)
-    # nc -F connects inside the fe namespace and hands the socket to ssh (ProxyUseFdpass):
-    # no relay process stays, and a refused connection reads "proxy dialer did not pass
-    # back a connection"
-    proxy = f"{shlex.quote(_ip_path())} netns exec {lab.netns} {shlex.quote(nc)} -F %h %p"
-    blocks = ["# Written by Nubo's lab: `ssh -F <this file> hN`. Sockets are made in the\n"
-              f"# namespace {lab.netns} by nc -F and passed to ssh (no address in the root ns).\n"]
-    for host in lab.hosts:
-        blocks.append(
-            f"Host {host.name} {host.netns} {host.address}\n"
-            f"    HostName {host.address}\n"
-            f"    User {lab.user}\n"
-            f"    IdentityFile {_q(lab.client_key)}\n"
-            "    IdentitiesOnly yes\n"
-            f"    UserKnownHostsFile {_q(lab.known_hosts)}\n"
-            "    GlobalKnownHostsFile /dev/null\n"
-            "    StrictHostKeyChecking yes\n"
-            "    BatchMode yes\n"
-            "    ConnectTimeout 5\n"
-            "    LogLevel ERROR\n"
-            f"    ProxyCommand {proxy}\n"
-            "    ProxyUseFdpass yes\n"
-            f"    ControlMaster {'no' if control == 'none' else 'auto'}\n"
-            f"    ControlPath {_q(control)}\n"
-            "    ControlPersist 60\n"
-        )
-    return "\n".join(blocks)
-
-
 def create_hosts(n: int, workdir: Path, *, prefix: str | None = None, detached: bool = False,
                  shared: bool = False) -> Lab:
     """Create n hosts h1..hN; on any error, everything created so far is removed.
@@ -406,7 +335,7 @@ def create_hosts(n: int, workdir: Path, *, prefix: str | None = None, detached: 
     try:
         lab.save()  # first: a later `down` finds a half-made lab too
         _build(lab, n, sshd, keygen, detached)
-        lab.ssh_config.write_text(ssh_config_text(lab, nc))
+        lab.ssh_config.write_text(ssh_config_text(lab, nc, _ip_path()))
         lab.save()
     except BaseException:
         lab.destroy()
@@ -464,7 +393,7 @@ def _build(lab: Lab, n: int, sshd: str, keygen: str, detached: bool) -> None:
         key = host.dir / "ssh_host_ed25519_key"
         _keypair(keygen, key, host.name)
         known.append(f"{host.address} {key.with_suffix('.pub').read_text().strip()}\n")
-        host.sshd_config.write_text(_sshd_config(host, authorized))
+        host.sshd_config.write_text(sshd_config_text(host, authorized))
         _start_sshd(lab, host, sshd, detached)
         lab.save()
     lab.known_hosts.write_text("".join(known))
