@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import anyio
 from sqlmodel import col, select, update
 
-from core import disk_steps, documents, template, transfers
+from core import context, disk_steps, documents, template, transfers
 from core.drivers import Drivers, Runner
 from core.errors import InvalidState
 from core.lifecycle import (
@@ -216,7 +216,8 @@ class Dispatcher:
             system = s.get(Datastore, 0)
             return Job(
                 op_id=op_id, step=Step(op.step), recovering=op.attempts > 1, vm=vm,
-                history=history, host=host, doc=doc, disks=disks, context=tmpl.vector("CONTEXT"),
+                history=history, host=host, doc=doc, disks=disks,
+                context=context.resolve(tmpl, vm.id or 0),
                 disk_tm=disk_tm, system_tm=system.tm_mad if system else "dummy",
             )
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,3 +191,35 @@ def test_cancel_and_a_failed_prolog(cloud: Cloud, template: str, tmp_path: Path)
     vm = Vm(cloud, cloud.call("one.vm.allocate", broken + 'NAME = "broken"\n'))
     wait_until("the broken VM FAILED", lambda: vm.state()[0] == VmState.FAILED, BOOT)
     assert "gone.img" in (vm.doc().findtext("TEMPLATE/ERROR") or "") + vm.log()
+
+
+def test_the_guest_takes_its_leased_address_from_the_context(cloud: Cloud,
+                                                             template: str) -> None:
+    """A NIC on a virtual network whose bridge every host has; CONTEXT hands the guest the
+    leased address through `$NIC[IP]`; the host reaches the guest on it."""
+    bridge = f"nb{os.getpid() % 100000}"
+    for host in cloud.lab.hosts:
+        ip = ["ip", "-n", host.netns]
+        subprocess.run([*ip, "link", "add", bridge, "type", "bridge"], check=True)
+        subprocess.run([*ip, "addr", "add", "10.216.0.1/24", "dev", bridge], check=True)
+        subprocess.run([*ip, "link", "set", bridge, "up"], check=True)
+    try:
+        net = cloud.call("one.vn.allocate", f'NAME = "lab"\nTYPE = FIXED\nBRIDGE = "{bridge}"\n'
+                         'LEASES = [ IP = "10.216.0.23" ]\n', -1)
+        text = template + (f'NAME = "netted"\nNIC = [ NETWORK_ID = "{net}" ]\n'
+                           'CONTEXT = [ HOSTNAME = "$NAME", ETH0_IP = "$NIC[IP]", '
+                           'ETH0_MASK = "255.255.255.0" ]\n')
+        vm = Vm(cloud, cloud.call("one.vm.allocate", text))
+        vm.wait(VmState.ACTIVE, LcmState.RUNNING)
+        console = vm.wait_console("NUBO-NET-UP")
+        assert "NUBO-CONTEXT-FOUND hostname=netted ip=10.216.0.23" in console
+        assert "NUBO-NET-UP ip=10.216.0.23" in console
+        netns = cloud.lab.host(vm.host()).netns
+        ping = subprocess.run(["ip", "netns", "exec", netns, "ping", "-c", "1", "-W", "5",
+                               "10.216.0.23"], capture_output=True, text=True)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        vm.action("shutdown")
+        vm.wait(VmState.DONE)
+    finally:
+        for host in cloud.lab.hosts:
+            subprocess.run(["ip", "-n", host.netns, "link", "del", bridge], check=False)
