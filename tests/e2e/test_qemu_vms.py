@@ -223,3 +223,25 @@ def test_the_guest_takes_its_leased_address_from_the_context(cloud: Cloud,
     finally:
         for host in cloud.lab.hosts:
             subprocess.run(["ip", "-n", host.netns, "link", "del", bridge], check=False)
+
+
+def test_a_host_lost_during_the_prolog_fails_the_vm(cloud: Cloud, template: str,
+                                                    tmp_path_factory: pytest.TempPathFactory
+                                                    ) -> None:
+    """Last in this module: it powers h2 off for good. The transfer manager's copy breaks
+    off, and the VM ends FAILED with the driver's reason instead of waiting forever."""
+    big = tmp_path_factory.mktemp("big") / "big.img"
+    with open(big, "wb") as f:  # not sparse: the copy takes a while
+        for _ in range(400):
+            f.write(os.urandom(1 << 20))
+    image = cloud.call("one.image.allocate", f'NAME = "big"\nPATH = "{big}"\n', 1)
+    text = template.replace("DISK = [ IMAGE_ID", f'DISK = [ IMAGE_ID = "{image}" ]\n#')
+    vm = Vm(cloud, cloud.call("one.vm.allocate", text + 'NAME = "lost"\n'
+                              'REQUIREMENTS = "NAME = \\"h2\\""\n'))
+    vmdir = cloud.lab.host("h2").datastores / "0" / str(vm.id)
+    wait_until("the copy to h2", vmdir.exists, BOOT)  # made when the clone starts
+    assert vm.state() == (VmState.ACTIVE, LcmState.PROLOG)
+    cloud.lab.host("h2").power_off()
+    wait_until("the lost VM FAILED", lambda: vm.state()[0] == VmState.FAILED, BOOT)
+    reason = (vm.doc().findtext("TEMPLATE/ERROR") or "") + vm.log()
+    assert "h2" in reason and ("cannot reach" in reason or "timed out" in reason), reason
