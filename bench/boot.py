@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -32,8 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from drivers.lab import Lab, create_hosts  # noqa: E402
-from tests.guest import Qemu, context_iso, guest_files  # noqa: E402
-from tests.live import FAST_CONF, LiveNubo  # noqa: E402
+from tests.e2e.labcloud import add_qemu_hosts, lab_conf  # noqa: E402
+from tests.guest import Qemu, context_iso, guest_files, guest_files_in  # noqa: E402
+from tests.live import LiveNubo  # noqa: E402
 
 TIMEOUT = 300.0
 KERNEL_CMD = "console=ttyS0 quiet panic=-1"
@@ -61,11 +61,8 @@ def bare(n: int, kernel: Path, initrd: Path, work: Path) -> float:
 
 class Cloud:
     def __init__(self, lab: Lab, var: Path) -> None:
-        conf = (FAST_CONF + f"SSH_USER = {lab.user}\nSSH_KEY = {lab.client_key}\n"
-                f"SSH_KNOWN_HOSTS = {lab.known_hosts}\nSSH_CONFIG = {lab.ssh_config}\n"
-                "REGISTER_LOCALHOST = NO\n")
         self.lab = lab
-        self.nubo = LiveNubo(var, conf=conf)
+        self.nubo = LiveNubo(var, conf=lab_conf(lab))
 
     def call(self, method: str, *args: object) -> object:
         ok, value, _ = getattr(self.nubo.rpc(), method)(self.nubo.session, *args)
@@ -75,24 +72,7 @@ class Cloud:
 
     def start(self) -> None:
         self.nubo.start()
-        for host in self.lab.hosts:
-            self.nubo.cli("host", "create", host.name, "--im", "kvm", "--vmm", "qemu",
-                          "--attr", f"SSH_ADDRESS={host.address}",
-                          "--attr", f"SSH_NETNS={self.lab.netns}",
-                          "--attr", f"SCRIPTS_REMOTE_DIR={host.remote_dir}",
-                          "--attr", f"DATASTORE_LOCATION={host.datastores}")
-        for ds in ("system", "default"):
-            self.nubo.cli("datastore", "update", ds, "--tm", "ssh")
-        deadline = time.monotonic() + 60
-        while not all(self.host_state(h.name) == "2" for h in self.lab.hosts):
-            if time.monotonic() > deadline:
-                raise RuntimeError("lab hosts not MONITORED after 60 s")
-            time.sleep(0.2)
-
-    def host_state(self, name: str) -> str:
-        pool = ET.fromstring(str(self.call("one.hostpool.info")))
-        return next((h.findtext("STATE") or "" for h in pool.findall("HOST")
-                     if h.findtext("NAME") == name), "")
+        add_qemu_hosts(self.nubo, self.lab)
 
     def vm(self, vm_id: int) -> ET.Element:
         return ET.fromstring(str(self.call("one.vm.info", vm_id)))
@@ -148,10 +128,9 @@ def main() -> int:
           f"load {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs", flush=True)
     with tempfile.TemporaryDirectory(prefix="nubo-boot-") as tmp:
         work = Path(tmp)
-        images = work / "images"  # outside any home: lab hosts see it
+        images = work / "images"
         images.mkdir()
-        kernel = Path(shutil.copy(kernel, images / "vmlinuz"))
-        initrd = Path(shutil.copy(initrd, images / "initrd.gz"))
+        kernel, initrd = guest_files_in(images)
         data = images / "data.img"
         with open(data, "wb") as f:
             f.truncate(16 * 1024 * 1024)

@@ -206,6 +206,16 @@ class Template:
         return top
 
 
+def updated(stored: str, new: Template, *, merge: bool) -> Template:
+    """OpenNebula's update of an object's template: `new` replaces the `stored` one, or
+    (merge) each of its names replaces that name's copies there."""
+    if not merge:
+        return new
+    current = parse(stored)
+    current.merge(new)
+    return current
+
+
 def _copy(value: Value) -> Value:
     return value if isinstance(value, str) else dict(value)
 

@@ -65,6 +65,14 @@ def guest_files() -> tuple[Path, Path]:
     return _build()
 
 
+def guest_files_in(folder: Path) -> tuple[Path, Path]:
+    """The guest's files copied into `folder`: lab hosts see every path but the user's home,
+    which is their own, and the build cache lives there."""
+    kernel, initrd = guest_files()
+    return (Path(shutil.copy(kernel, folder / "vmlinuz")),
+            Path(shutil.copy(initrd, folder / "initrd.gz")))
+
+
 @functools.cache
 def _build() -> tuple[Path, Path]:
     out = guest_dir()

@@ -60,9 +60,10 @@ def _region(req: auth.SignedRequest, default: str) -> str:
     return default
 
 
-def handle(cloud: Cloud, req: auth.SignedRequest, request_id: str,
-           throttle: Throttle) -> tuple[int, bytes]:
-    """One EC2 request, synchronously (run in a worker thread); never raises."""
+def handle(cloud: Cloud, req: auth.SignedRequest, request_id: str, throttle: Throttle,
+           point_read: bool) -> tuple[int, bytes]:
+    """One EC2 request, synchronously (on the event loop or in a worker thread, see
+    POINT_READS); never raises."""
     try:
         params = dict(req.params)
         name = params.get("Action", "")
@@ -70,7 +71,7 @@ def handle(cloud: Cloud, req: auth.SignedRequest, request_id: str,
         if not name:
             raise Ec2Error("MissingAction", "The request must contain the parameter Action")
         op = query.operation(name)
-        with db.read_unit(cloud.engine) if _point_read(params) else nullcontext():
+        with db.read_unit(cloud.engine) if point_read else nullcontext():
             result = _act(cloud, req, request_id, throttle, name, op)
         return 200, xml.render(op, result, request_id=request_id, version=version)
     except Ec2Error as exc:
@@ -127,11 +128,12 @@ class Endpoint:
             status, payload = exc.status, xml.render_error(exc.code, exc.message,
                                                            request_id=request_id)
         else:
-            if self.on_loop and _point_read(dict(signed.params)):
-                status, payload = handle(self.cloud, signed, request_id, self.throttle)
+            point = _point_read(dict(signed.params))
+            if self.on_loop and point:
+                status, payload = handle(self.cloud, signed, request_id, self.throttle, point)
             else:
                 status, payload = await anyio.to_thread.run_sync(
-                    handle, self.cloud, signed, request_id, self.throttle)
+                    handle, self.cloud, signed, request_id, self.throttle, point)
         await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"text/xml; charset=utf-8"),
             (b"content-length", str(len(payload)).encode())]})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import xml.etree.ElementTree as ET
 
 from core import template
 from core.cli import views
@@ -22,26 +21,13 @@ COLUMNS = [
 ]
 
 
-def view(el: ET.Element) -> views.View:
-    return {
-        "id": views.integer(el, "ID"),
-        "name": views.text(el, "NAME"),
-        "type": "system" if views.text(el, "TYPE") == "1" else "image",
-        "tm_mad": views.text(el, "TM_MAD"),
-        "ds_mad": views.text(el, "DS_MAD"),
-        "base_path": views.text(el, "BASE_PATH"),
-        "images": views.ids(el, "IMAGES"),
-        "template": views.attributes(el.find("TEMPLATE")),
-    }
-
-
 def list_datastores(client: Client, args: argparse.Namespace) -> int:
-    found = views.pool(client.document("one.datastorepool.info"), "DATASTORE", view)
+    found = views.pool(client.document("one.datastorepool.info"), "DATASTORE", views.datastore)
     return emit_rows(COLUMNS, found, args.json)
 
 
 def show(client: Client, args: argparse.Namespace) -> int:
-    found = view(client.document("one.datastore.info",
+    found = views.datastore(client.document("one.datastore.info",
                                  resolve(client, "datastore", args.datastore)))
     if args.json:
         emit_json(found)

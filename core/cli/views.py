@@ -200,6 +200,19 @@ def image(el: ET.Element) -> View:
     }
 
 
+def datastore(el: ET.Element) -> View:
+    return {
+        "id": integer(el, "ID"),
+        "name": text(el, "NAME"),
+        "type": "system" if text(el, "TYPE") == "1" else "image",
+        "tm_mad": text(el, "TM_MAD"),
+        "ds_mad": text(el, "DS_MAD"),
+        "base_path": text(el, "BASE_PATH"),
+        "images": ids(el, "IMAGES"),
+        "template": attributes(el.find("TEMPLATE")),
+    }
+
+
 def vm_template(el: ET.Element) -> View:
     return {
         "id": integer(el, "ID"),

@@ -121,11 +121,7 @@ def update_host(cloud: Cloud, caller: Caller, *, host_id: int, text: str, merge:
         host = s.get(Host, host_id, with_for_update=True)
         if host is None:
             raise NotFound("host", host_id)
-        if merge:
-            current = template.parse(host.template)
-            current.merge(new)
-            new = current
-        host.template = new.dumps()
+        host.template = template.updated(host.template, new, merge=merge).dumps()
         host.last_mon_time = 0  # probe it again now, with its new attributes
         s.add(host)
     cloud.wakeups.notify(MONITOR)

@@ -293,15 +293,12 @@ def update_datastore(cloud: Cloud, caller: Caller, *, datastore_id: int, text: s
     swap."""
     if not caller.admin:
         raise Forbidden("only members of group oneadmin may update datastores")
-    tmpl = template.parse(text)
+    new = template.parse(text)
     with cloud.session() as s:
         ds = s.get(Datastore, datastore_id, with_for_update=True)
         if ds is None:
             raise NotFound("datastore", datastore_id)
-        if merge:
-            merged = template.parse(ds.template)
-            merged.merge(tmpl)
-            tmpl = merged
+        tmpl = template.updated(ds.template, new, merge=merge)
         ds.tm_mad = _tm_mad(cloud, tmpl.get("TM_MAD") or ds.tm_mad)
         ds.ds_mad = tmpl.get("DS_MAD") or ds.ds_mad
         ds.template = tmpl.dumps()
@@ -368,13 +365,10 @@ def find_template(cloud: Cloud, caller: Caller, *, ref: str) -> int:
 
 def update_template(cloud: Cloud, caller: Caller, *, template_id: int, text: str,
                     merge: bool = False) -> None:
-    new = template.parse(text)
+    given = template.parse(text)
     with cloud.session() as s:
         row = fetch(s, VMTemplate, template_id, caller, "template")
-        if merge:
-            current = template.parse(row.template)
-            current.merge(new)
-            new = current
+        new = template.updated(row.template, given, merge=merge)
         row.name = new.get("NAME") or row.name
         row.template = new.dumps()
         s.add(row)

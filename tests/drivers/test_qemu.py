@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import pytest
 
 from drivers.runner import DriverResult, SshRunner
 from tests.drivers.conftest import REMOTES
-from tests.guest import context_iso, guest_files
+from tests.guest import context_iso, guest_files_in
 
 sys.path.insert(0, str(REMOTES / "lib"))
 import qemu_driver  # noqa: E402
@@ -95,9 +94,7 @@ class Guest:
 @pytest.fixture(scope="module")
 def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The guest's kernel and initrd where lab hosts see them (their home is their own)."""
-    kernel, initrd = guest_files()
-    where = tmp_path_factory.mktemp("guest-images")
-    return Path(shutil.copy(kernel, where / "vmlinuz")), Path(shutil.copy(initrd, where / "initrd.gz"))
+    return guest_files_in(tmp_path_factory.mktemp("guest-images"))
 
 
 @pytest.fixture

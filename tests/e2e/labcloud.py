@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from drivers.lab import Lab
-from tests.live import LiveNubo
+from tests.live import FAST_CONF, LiveNubo
 
 
 @dataclass
@@ -34,6 +34,29 @@ class Cloud:
 
     def vm_doc(self, vm_id: int) -> ET.Element:
         return ET.fromstring(self.call("one.vm.info", vm_id))
+
+
+def lab_conf(lab: Lab) -> str:
+    """nubo.conf for a daemon whose hosts are the lab's (no localhost host)."""
+    return (FAST_CONF + f"SSH_USER = {lab.user}\nSSH_KEY = {lab.client_key}\n"
+            f"SSH_KNOWN_HOSTS = {lab.known_hosts}\nSSH_CONFIG = {lab.ssh_config}\n"
+            "REGISTER_LOCALHOST = NO\n")
+
+
+def add_qemu_hosts(nubo: LiveNubo, lab: Lab) -> None:
+    """Every lab host as a KVM host running qemu, both datastores on tm/ssh; returns once
+    the daemon has monitored them all."""
+    for host in lab.hosts:
+        nubo.cli("host", "create", host.name, "--im", "kvm", "--vmm", "qemu",
+                 "--attr", f"SSH_ADDRESS={host.address}", "--attr", f"SSH_NETNS={lab.netns}",
+                 "--attr", f"SCRIPTS_REMOTE_DIR={host.remote_dir}",
+                 "--attr", f"DATASTORE_LOCATION={host.datastores}")
+    for ds in ("system", "default"):
+        nubo.cli("datastore", "update", ds, "--tm", "ssh")
+    cloud = Cloud(nubo, lab)
+    for host in lab.hosts:
+        wait_until(f"{host.name} monitored",
+                   lambda h=host.name: cloud.host_doc(h).findtext("STATE") == "2", 60)
 
 
 def wait_until(what: str, probe: Callable[[], object], timeout: float = 30.0) -> None:

@@ -6,8 +6,8 @@ guest's serial console, the qemu processes, the VM directories."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,21 +18,19 @@ import pytest
 from core.lifecycle import LcmState, VmState
 from drivers.lab import LabUnavailable, create_hosts
 from tests.drivers.conftest import REMOTES
-from tests.e2e.labcloud import Cloud, wait_until
-from tests.guest import guest_files
-from tests.live import FAST_CONF, LiveNubo
+from tests.e2e.labcloud import Cloud, add_qemu_hosts, lab_conf, wait_until
+from tests.guest import guest_files_in
+from tests.live import LiveNubo
 from tests.strict import missing
+
+sys.path.insert(0, str(REMOTES / "lib"))
+import qemu_driver  # noqa: E402
 
 pytestmark = pytest.mark.slow
 BOOT = 90.0  # TCG on 2 shared cores, several VMs at once
 
 
 def qemu_pid(vmdir: Path) -> int | None:
-    import sys
-
-    sys.path.insert(0, str(REMOTES / "lib"))
-    import qemu_driver
-
     return qemu_driver.pid_of(str(vmdir))
 
 
@@ -45,23 +43,10 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         missing(f"the namespace lab ({exc})")
     nubo: LiveNubo | None = None
     try:
-        conf = (FAST_CONF + f"SSH_USER = {lab.user}\nSSH_KEY = {lab.client_key}\n"
-                f"SSH_KNOWN_HOSTS = {lab.known_hosts}\nSSH_CONFIG = {lab.ssh_config}\n"
-                "REGISTER_LOCALHOST = NO\n")
-        nubo = LiveNubo(tmp_path_factory.mktemp("qemu-nubo"), conf=conf)
+        nubo = LiveNubo(tmp_path_factory.mktemp("qemu-nubo"), conf=lab_conf(lab))
         nubo.start()
         made = Cloud(nubo, lab)
-        for host in lab.hosts:
-            nubo.cli("host", "create", host.name, "--im", "kvm", "--vmm", "qemu",
-                     "--attr", f"SSH_ADDRESS={host.address}",
-                     "--attr", f"SSH_NETNS={lab.netns}",
-                     "--attr", f"SCRIPTS_REMOTE_DIR={host.remote_dir}",
-                     "--attr", f"DATASTORE_LOCATION={host.datastores}")
-        for ds in (0, 1):
-            made.call("one.datastore.update", ds, 'TM_MAD = "ssh"\n')
-        for host in lab.hosts:
-            wait_until(f"{host.name} monitored",
-                       lambda h=host.name: made.host_doc(h).findtext("STATE") == "2", 30)
+        add_qemu_hosts(nubo, lab)
         yield made
     finally:
         if nubo is not None:
@@ -72,10 +57,8 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
 @pytest.fixture(scope="module")
 def template(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A VM template booting the test guest with one 16 MB data disk from an image."""
-    kernel, initrd = guest_files()
-    where = tmp_path_factory.mktemp("guest-images")  # outside home: lab hosts see it
-    kernel = Path(shutil.copy(kernel, where / "vmlinuz"))
-    initrd = Path(shutil.copy(initrd, where / "initrd.gz"))
+    where = tmp_path_factory.mktemp("guest-images")
+    kernel, initrd = guest_files_in(where)
     data = where / "data.img"
     with open(data, "wb") as f:
         f.truncate(16 * 1024 * 1024)

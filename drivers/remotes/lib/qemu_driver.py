@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -444,7 +445,7 @@ def save(argv: list[str], doc: ET.Element) -> str:
     vmdir, checkpoint = _running(vm), argv[1]
     with Qmp(vmdir) as qmp:
         qmp.execute("stop")
-        qmp.execute("migrate", uri="exec:" + _shell_join(["dd", f"of={checkpoint}", "bs=1M",
+        qmp.execute("migrate", uri="exec:" + shlex.join(["dd", f"of={checkpoint}", "bs=1M",
                                                           "status=none"]))
         deadline = time.monotonic() + 600
         while True:
@@ -465,7 +466,7 @@ def restore(argv: list[str], doc: ET.Element) -> str:
     if not os.path.isfile(checkpoint):
         raise DriverError(f"qemu: no checkpoint at {checkpoint}")
     line = _last_deployment(vmdir) or command_line(vm, vmdir)
-    line += ["-incoming", "exec:" + _shell_join(["cat", checkpoint])]
+    line += ["-incoming", "exec:" + shlex.join(["cat", checkpoint])]
     start(vm, vmdir, line)
     with Qmp(vmdir) as qmp:
         deadline = time.monotonic() + 600
@@ -490,11 +491,6 @@ def _last_deployment(vmdir: str) -> list[str] | None:
     with open(os.path.join(vmdir, max(found)[1])) as f:
         line: list[str] = json.load(f)
     return line
-
-
-def _shell_join(words: list[str]) -> str:
-    """qemu runs exec: URIs with /bin/sh -c: quote every word."""
-    return " ".join("'" + w.replace("'", "'\"'\"'") + "'" for w in words)
 
 
 def poll(argv: list[str], doc: ET.Element) -> str:
