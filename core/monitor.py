@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shlex
 import time
 from collections.abc import Coroutine
@@ -27,6 +26,7 @@ from core.drivers import Drivers
 from core.errors import InvalidRequest, InvalidState
 from core.lifecycle import Event, HostState, LcmState, VmState
 from core.models import VM, Group, History, Host, Operation, User, now
+from core.service import vms
 from core.service.context import MONITOR, Cloud, vm_log
 from core.service.hosts import SYNC
 from core.service.transitions import apply
@@ -223,7 +223,7 @@ class Monitor:
                 "vmm", vmm, "console", [deploy_id, host_name, str(vm_id), host_name],
                 stdin=doc, timeout=self.cloud.config.monitor_timeout)
             if shown.ok:
-                await anyio.to_thread.run_sync(save_console, self.cloud, vm_id, shown.stdout)
+                await anyio.to_thread.run_sync(vms.save_console, self.cloud, vm_id, shown.stdout)
 
     def _vm_doc(self, vm_id: int) -> tuple[str, dict[str, str], str, str, bytes] | None:
         with self.cloud.session() as s:
@@ -280,17 +280,6 @@ class Monitor:
                 except InvalidState:
                     pass  # e.g. `a` while RUNNING: nothing changes
             s.add(vm)
-
-
-def save_console(cloud: Cloud, vm_id: int, text: str) -> None:
-    """The copy of a VM's serial console that `nubo vm console` and EC2's GetConsoleOutput
-    read (core.service.vms.console), refreshed at every poll by drivers that have a
-    `console` action."""
-    folder = cloud.config.var / "vms" / str(vm_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / "console.log.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, folder / "console.log")
 
 
 def _num(value: str) -> float:

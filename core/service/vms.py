@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam
@@ -372,12 +374,26 @@ def resize(cloud: Cloud, caller: Caller, *, vm_id: int, cpu: float, memory: int,
 CONSOLE_LIMIT = 64 * 1024
 
 
+def _console_path(cloud: Cloud, vm_id: int) -> Path:
+    return cloud.config.var / "vms" / str(vm_id) / "console.log"
+
+
+def save_console(cloud: Cloud, vm_id: int, text: str) -> None:
+    """The front-end's copy of a VM's serial console, which `console` reads: the monitor
+    refreshes it at every poll from hypervisor drivers that have a `console` action."""
+    path = _console_path(cloud, vm_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def console(cloud: Cloud, caller: Caller, *, vm_id: int) -> str:
-    """The last 64 KB of the VM's serial console, as its hypervisor driver saved it in
-    `<var>/vms/<id>/console.log` on the front-end ("" when there is none yet)."""
+    """The last 64 KB of the VM's serial console, as the monitor last saved it
+    (save_console; "" when there is none yet)."""
     with cloud.session() as s:
         fetch(s, VM, vm_id, caller, "VM")
-    path = cloud.config.var / "vms" / str(vm_id) / "console.log"
+    path = _console_path(cloud, vm_id)
     try:
         with path.open("rb") as handle:
             handle.seek(0, 2)
