@@ -15,7 +15,8 @@ import logging
 import shlex
 import socket
 import time
-from dataclasses import dataclass
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, replace
 
 import anyio
 from sqlmodel import col, select, update
@@ -25,6 +26,7 @@ from core.drivers import Drivers, Runner
 from core.errors import InvalidState
 from core.lifecycle import (
     DISK_STEPS,
+    SOURCE_STEPS,
     HistoryReason,
     LcmState,
     Step,
@@ -56,6 +58,11 @@ class Job:
     context: dict[str, str] | None
     disk_tm: dict[int, str]  # DISK_ID -> tm_mad of the image's datastore
     system_tm: str
+    # the placement before this one (a migration's source), its host and the VM's
+    # document as it was there (its last HISTORY is the source's)
+    source: History | None = None
+    source_host: Host | None = None
+    source_doc: bytes = b""
 
     @property
     def vmdir(self) -> str:
@@ -66,6 +73,13 @@ class Job:
     def hostname(self) -> str:
         assert self.history is not None
         return self.history.hostname
+
+    def at_source(self) -> Job:
+        """The same job, acting on the placement the VM is leaving."""
+        if self.source is None:
+            raise RuntimeError(f"VM {self.vm.id} has no earlier placement to act on")
+        return replace(self, history=self.source, host=self.source_host, doc=self.source_doc,
+                       source=None, source_host=None, source_doc=b"")
 
 
 class Dispatcher:
@@ -200,10 +214,17 @@ class Dispatcher:
             host = s.get(Host, history.host_id) if history is not None else None
             user = s.get(User, vm.uid)
             group = s.get(Group, vm.gid)
+            uname, gname = user.name if user else "", group.name if group else ""
             doc = documents.to_string(
-                documents.vm_xml(vm, history=histories, uname=user.name if user else "",
-                                 gname=group.name if group else "")
-            ).encode()
+                documents.vm_xml(vm, history=histories, uname=uname, gname=gname)).encode()
+            earlier = [h for h in histories if history is not None and h.seq < history.seq]
+            source = earlier[-1] if earlier else None
+            source_doc = b""
+            if source is not None and source.host_id != (history.host_id if history else -1):
+                source_doc = documents.to_string(documents.vm_xml(
+                    vm, history=earlier, uname=uname, gname=gname)).encode()
+            else:
+                source = None
             tmpl = template.parse(vm.template)
             disks = tmpl.vectors("DISK")
             disk_tm: dict[int, str] = {}
@@ -219,6 +240,8 @@ class Dispatcher:
                 history=history, host=host, doc=doc, disks=disks,
                 context=context.resolve(tmpl, vm.id or 0),
                 disk_tm=disk_tm, system_tm=system.tm_mad if system else "dummy",
+                source=source, source_host=s.get(Host, source.host_id) if source else None,
+                source_doc=source_doc,
             )
 
     def _finish(self, job: Job, sink: LogSink, ok: bool, error: str,
@@ -269,6 +292,12 @@ class Dispatcher:
             return await self._cleanup(job, sink)
         if step in DISK_STEPS:
             return await disk_steps.run(self, job, sink)
+        if step is Step.PROLOG_MIGRATE:
+            return await self.tm_lines(job, sink, transfers.migrate_lines(job))
+        if step is Step.MIGRATE:
+            return await self._live_migrate(job, sink)
+        if step in SOURCE_STEPS:
+            return await self._vmm(job.at_source(), sink)
         return await self._vmm(job, sink)
 
     def _tm(self, job: Job) -> Runner:
@@ -303,7 +332,15 @@ class Dispatcher:
                                                                      context_file))
 
     async def _cleanup(self, job: Job, sink: LogSink) -> tuple[bool, str, None]:
-        """Best effort: stop whatever may still run, then remove the VM dir."""
+        """Best effort: stop whatever may still run, then remove the VM dir; on the host
+        it was leaving too when a migration was cut short (its record is still open)."""
+        source = job.source
+        if source is not None and source.reason == HistoryReason.USER and not source.etime:
+            sink("I", f"cleanup: the VM was migrating from {source.hostname}: cleaning there too")
+            await self._cleanup_at(job.at_source(), sink)
+        return await self._cleanup_at(job, sink)
+
+    async def _cleanup_at(self, job: Job, sink: LogSink) -> tuple[bool, str, None]:
         timeout = self.cloud.config.driver_timeout
         assert job.history is not None
         # a stopped VM's files wait on the front-end and nothing runs on the host
@@ -324,6 +361,46 @@ class Dispatcher:
         if not result.ok:
             sink("I", f"cleanup: delete reported '{result.error}' (ignored)")
         return True, "", None
+
+    async def _live_migrate(self, job: Job, sink: LogSink) -> tuple[bool, str, None]:
+        """The target gets ready to receive (drivers with `migrate_receive`: it prints the
+        PORT it listens on), then the source sends: `migrate <deploy_id> <target> <host>`
+        with the target's URI as MIGR_URI in the document. A failed send cancels the
+        waiting receiver; the guest stays on the source."""
+        assert job.history is not None and job.host is not None
+        source = job.at_source()
+        target, driver = job.hostname, job.history.vmm_mad
+        runner, source_runner = self.host_runner(job), self.host_runner(source)
+        vmid, deploy_id = str(job.vm.id), job.vm.deploy_id or f"one-{job.vm.id}"
+        timeout = self.cloud.config.driver_timeout
+        if job.recovering and await self._already_done(job, runner, deploy_id, sink) is not None:
+            return True, "", None
+        doc = job.doc
+        receiving = self.drivers.has_action("vmm", driver, "migrate_receive")
+        if receiving:
+            result = await runner.run("vmm", driver, "migrate_receive",
+                                      [deploy_id, source.hostname, target, vmid, target],
+                                      stdin=job.doc, timeout=timeout, log=sink)
+            port = dict(_pairs(result.stdout)).get("PORT", "")
+            if not result.ok or not port.isdigit():
+                return False, result.error or f"migrate_receive printed no PORT on {target}", None
+            doc = _with_element(job.doc, "MIGR_URI", f"tcp:{self._address(job.host)}:{port}")
+        result = await source_runner.run(
+            "vmm", driver, "migrate", [deploy_id, target, source.hostname, vmid, source.hostname],
+            stdin=doc, timeout=timeout, log=sink)
+        if not result.ok and receiving:
+            undo = await runner.run("vmm", driver, "cancel", [deploy_id, target, vmid, target],
+                                    stdin=job.doc, timeout=timeout, log=sink)
+            if not undo.ok:
+                sink("I", f"migrate: cancelling the receiver on {target} reported "
+                          f"'{undo.error}' (ignored)")
+        return result.ok, result.error, None
+
+    @staticmethod
+    def _address(host: Host) -> str:
+        """Where other hosts reach `host`: MIGRATION_ADDRESS, else SSH_ADDRESS, else its name."""
+        attrs = template.parse(host.template)
+        return attrs.get("MIGRATION_ADDRESS") or attrs.get("SSH_ADDRESS") or host.name
 
     async def _vmm(self, job: Job, sink: LogSink) -> tuple[bool, str, str | None]:
         assert job.history is not None
@@ -350,6 +427,7 @@ class Dispatcher:
             Step.REBOOT: ("reboot", [deploy_id, host, vmid, host]),
             Step.SAVE_STOP: ("save", [deploy_id, checkpoint, host, vmid, host]),
             Step.SAVE_SUSPEND: ("save", [deploy_id, checkpoint, host, vmid, host]),
+            Step.SAVE_MIGRATE: ("save", [deploy_id, checkpoint, host, vmid, host]),
         }[step]
         result = await runner.run("vmm", driver, action, args, stdin=job.doc, timeout=timeout,
                                   log=sink)
@@ -378,12 +456,26 @@ class Dispatcher:
         if step in (Step.SHUTDOWN, Step.CANCEL) and gone:
             sink("I", f"Host {host} no longer runs the VM: {step.value} had completed")
             return ""
-        if step in (Step.SAVE_STOP, Step.SAVE_SUSPEND) and (letter == "p" or gone):
+        if step in (Step.SAVE_STOP, Step.SAVE_SUSPEND, Step.SAVE_MIGRATE) and (letter == "p"
+                                                                               or gone):
             sink("I", f"Host {host} reports the VM saved: {step.value} had completed")
             return ""
         if step is Step.REBOOT and running:
             return ""
         return None
+
+
+def _pairs(text: str) -> list[tuple[str, str]]:
+    """NAME=VALUE tokens of a driver's output."""
+    return [(name.upper(), value) for name, sep, value
+            in (token.partition("=") for token in shlex.split(text)) if sep]
+
+
+def _with_element(doc: bytes, name: str, text: str) -> bytes:
+    """The VM document with one more top-level element (data for one driver call)."""
+    root = ET.fromstring(doc)
+    ET.SubElement(root, name).text = text
+    return ET.tostring(root)
 
 
 def _last_line(text: str) -> str:
@@ -393,11 +485,7 @@ def _last_line(text: str) -> str:
 
 def poll_state(output: str) -> str:
     """The STATE letter of a VMM poll line (`STATE=a USEDCPU=...`), or ""."""
-    for token in shlex.split(output):
-        name, sep, value = token.partition("=")
-        if sep and name.upper() == "STATE":
-            return value.strip()
-    return ""
+    return dict(_pairs(output)).get("STATE", "").strip()
 
 
 class LogSink:

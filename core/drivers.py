@@ -44,6 +44,10 @@ class Drivers(Protocol):
 
     def local(self) -> Runner: ...
 
+    def has_action(self, kind: str, driver: str, action: str) -> bool:
+        """Whether the remotes tree has this driver action (optional actions)."""
+        ...
+
     async def run_probes(
         self, runner: Runner, hv: str, host_id: int, host_name: str, *, stdin: bytes,
         timeout: float, log: LogFn | None = None,

@@ -119,6 +119,9 @@ class Step(StrEnum):
     ATTACH = "attach"  # TM clone/ln the disk marked ATTACH=YES, VMM attach_disk if running
     DETACH = "detach"  # VMM detach_disk if running, TM mvds (persistent) and delete
     SAVE_DISK = "save_disk"  # TM cpds: a stopped VM's disk (SAVE_AS) into a new image
+    SAVE_MIGRATE = "save_migrate"  # VMM save on the source host (cold migration)
+    PROLOG_MIGRATE = "prolog_migrate"  # TM: mv the VM dir from the source to the target host
+    MIGRATE = "migrate"  # VMM live migration: the target receives, the source sends
 
 
 class Event(StrEnum):
@@ -138,6 +141,8 @@ class Event(StrEnum):
     RESUBMIT = "resubmit"
     ATTACH = "attach"  # a disk to a running VM (hotplug)
     DETACH = "detach"
+    MIGRATE = "migrate"  # cold: save, move the files, restore on the target host
+    LIVE_MIGRATE = "live_migrate"  # the running guest moves without stopping
     # what the VMM poll reports (state letters a, p, e, d)
     POLL_RUNNING = "poll_running"
     POLL_SUSPENDED = "poll_suspended"
@@ -160,6 +165,8 @@ USER_ACTIONS = frozenset(
         Event.RESUBMIT,
         Event.ATTACH,
         Event.DETACH,
+        Event.MIGRATE,
+        Event.LIVE_MIGRATE,
     }
 )
 
@@ -202,6 +209,8 @@ TABLE: dict[tuple[VmState, LcmState, str], Transition] = {
     (V.SUSPENDED, _I, E.RESUME): Transition(A, L.BOOT, S.RESTORE),
     (A, L.RUNNING, E.ATTACH): Transition(A, L.HOTPLUG, S.ATTACH),
     (A, L.RUNNING, E.DETACH): Transition(A, L.HOTPLUG, S.DETACH),
+    (A, L.RUNNING, E.MIGRATE): Transition(A, L.SAVE_MIGRATE, S.SAVE_MIGRATE),
+    (A, L.RUNNING, E.LIVE_MIGRATE): Transition(A, L.MIGRATE, S.MIGRATE),
     # finalize: DONE at once; whatever is left on a host is cleaned up behind it
     (V.INIT, _I, E.FINALIZE): Transition(V.DONE, _I),
     (V.PENDING, _I, E.FINALIZE): Transition(V.DONE, _I),
@@ -236,6 +245,14 @@ TABLE: dict[tuple[VmState, LcmState, str], Transition] = {
     (A, L.EPILOG_STOP, failure(S.EPILOG_STOP)): Transition(V.FAILED, _I),
     (A, L.RUNNING, success(S.REBOOT)): Transition(A, L.RUNNING),
     (A, L.RUNNING, failure(S.REBOOT)): Transition(A, L.RUNNING),
+    # migration: a failure before the guest left the source leaves it running there
+    (A, L.SAVE_MIGRATE, success(S.SAVE_MIGRATE)): Transition(A, L.PROLOG_MIGRATE,
+                                                             S.PROLOG_MIGRATE),
+    (A, L.SAVE_MIGRATE, failure(S.SAVE_MIGRATE)): Transition(A, L.RUNNING),
+    (A, L.PROLOG_MIGRATE, success(S.PROLOG_MIGRATE)): Transition(A, L.BOOT, S.RESTORE),
+    (A, L.PROLOG_MIGRATE, failure(S.PROLOG_MIGRATE)): Transition(V.FAILED, _I),
+    (A, L.MIGRATE, success(S.MIGRATE)): Transition(A, L.RUNNING),
+    (A, L.MIGRATE, failure(S.MIGRATE)): Transition(A, L.RUNNING),
     (A, L.HOTPLUG, success(S.ATTACH)): Transition(A, L.RUNNING),
     (A, L.HOTPLUG, failure(S.ATTACH)): Transition(A, L.RUNNING),
     (A, L.HOTPLUG, success(S.DETACH)): Transition(A, L.RUNNING),
@@ -278,7 +295,13 @@ STEP_LCM: dict[Step, LcmState | None] = {
     Step.ATTACH: L.HOTPLUG,
     Step.DETACH: L.HOTPLUG,
     Step.SAVE_DISK: L.LCM_INIT,  # never while ACTIVE: only on a STOPPED VM
+    Step.SAVE_MIGRATE: L.SAVE_MIGRATE,
+    Step.PROLOG_MIGRATE: L.PROLOG_MIGRATE,
+    Step.MIGRATE: L.MIGRATE,
 }
+# The steps that act on the host a VM is leaving (the placement before the last one)
+SOURCE_STEPS = frozenset({Step.SAVE_MIGRATE, Step.MIGRATE})
+MIGRATING = frozenset({LcmState.SAVE_MIGRATE, LcmState.MIGRATE})
 DISK_STEPS = frozenset({Step.ATTACH, Step.DETACH, Step.SAVE_DISK})
 
 

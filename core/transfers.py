@@ -73,16 +73,23 @@ def write_context(job: Job, folder: Path) -> Path:
 
 def mv_lines(job: Job, frontend: str, *, to_host: bool) -> list[Line]:
     """Move the VM's files between its host and the front-end (stop and resume)."""
-    host, vmdir = job.hostname, job.vmdir
-    fe = f"{frontend}:{vmdir}"
-    remote = f"{host}:{vmdir}"
+    fe, remote = f"{frontend}:{job.vmdir}", f"{job.hostname}:{job.vmdir}"
+    return _moves(job, fe, remote) if to_host else _moves(job, remote, fe)
+
+
+def migrate_lines(job: Job) -> list[Line]:
+    """Move the VM's files from the host it left to its new one (cold migration)."""
+    source = job.at_source()
+    return _moves(job, f"{source.hostname}:{source.vmdir}", f"{job.hostname}:{job.vmdir}")
+
+
+def _moves(job: Job, old: str, new: str) -> list[Line]:
+    """`mv` of each disk, then of the VM dir, from `old` to `new` (both `host:dir`)."""
     lines = []
     for i, _disk in enumerate(job.disks):
         name = disk_file(job, i).rsplit("/", 1)[1]
-        src, dst = (f"{fe}/{name}", f"{remote}/{name}")
-        lines.append(("mv", job.disk_tm.get(i, job.system_tm),
-                      [src, dst] if to_host else [dst, src]))
-    lines.append(("mv", job.system_tm, [fe, remote] if to_host else [remote, fe]))
+        lines.append(("mv", job.disk_tm.get(i, job.system_tm), [f"{old}/{name}", f"{new}/{name}"]))
+    lines.append(("mv", job.system_tm, [old, new]))
     return lines
 
 
@@ -98,3 +105,4 @@ def epilog_lines(job: Job) -> list[Line]:
         lines.append(("delete", tm_mad, [located]))
     lines.append(("delete", job.system_tm, [f"{host}:{job.vmdir}"]))
     return lines
+

@@ -59,6 +59,9 @@ class DriverSet:
     def local(self) -> LocalRunner:
         return self.pool.local()
 
+    def has_action(self, kind: str, driver: str, action: str) -> bool:
+        return (self.pool.remotes_dir / kind / driver / action).is_file()
+
     async def run_probes(self, runner: Runner, hv: str, host_id: int, host_name: str, *,
                          stdin: bytes, timeout: float, log: LogFn | None = None) -> Result:
         result: Result = await runner_module.run_probes(

@@ -12,7 +12,9 @@ from typing import Any
 
 from apis.xmlrpc.errors import BadCall
 from core import documents
-from core.service import hosts, identity, images, logins, vms
+from core.errors import InvalidRequest
+from core.models import SYSTEM_DATASTORE_ID
+from core.service import hosts, identity, images, logins, migration, vms
 from core.service.context import Caller, Cloud
 
 Handler = Callable[..., Any]
@@ -381,6 +383,17 @@ def vm_action(cloud: Cloud, caller: Caller, action: str, vm_id: int) -> int:
 def vm_deploy(cloud: Cloud, caller: Caller, vm_id: int, host_id: int, _enforce: bool = False,
               _ds: int = -1) -> int:
     vms.deploy(cloud, caller, vm_id=vm_id, host_id=host_id)
+    return vm_id
+
+
+@method("one.vm.migrate", int, int, optional=(bool, bool, int, int))
+def vm_migrate(cloud: Cloud, caller: Caller, vm_id: int, host_id: int, live: bool = False,
+               enforce: bool = False, ds_id: int = -1, _kind: int = 0) -> int:
+    """3.4's (vmid, hid, live); 4.x adds `enforce` (check the target's capacity), 5.x a
+    system datastore (there is one) and a kind (a cold migration here always saves)."""
+    if ds_id not in (-1, SYSTEM_DATASTORE_ID):
+        raise InvalidRequest(f"datastore {ds_id} is not a system datastore")
+    migration.migrate(cloud, caller, vm_id=vm_id, host_id=host_id, live=live, enforce=enforce)
     return vm_id
 
 

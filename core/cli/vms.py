@@ -27,6 +27,7 @@ from core.cli.output import (
     emit_id,
     emit_json,
     emit_rows,
+    error,
     human_kb,
     section,
     table,
@@ -213,6 +214,20 @@ def deploy(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def migrate(client: Client, args: argparse.Namespace) -> int:
+    vm_id = resolve(client, "vm", args.vm)
+    host_id = resolve(client, "host", args.host)
+    client.call("one.vm.migrate", vm_id, host_id, args.live, args.enforce)
+    if not args.wait:
+        return 0
+    rc = follow.wait_running(client, vm_id, timeout=args.timeout, as_json=args.json)
+    vm = views.vm(client.document("one.vm.info", vm_id))
+    if rc == 0 and vm["host"] != views.host(client.document("one.host.info", host_id))["name"]:
+        error(f"VM {vm_id} still runs on {vm['host']}: {vm['message'] or 'the migration failed'}")
+        return 1
+    return rc
+
+
 def log(client: Client, args: argparse.Namespace) -> int:
     vm_id = resolve(client, "vm", args.vm)
     return follow.show_log(client, vm_id, follow=args.follow, as_json=args.json)
@@ -282,4 +297,23 @@ def register(sub: Subparsers) -> None:
     p = command(verbs, "deploy", "place a pending VM on a host by hand (oneadmin)", deploy)
     p.add_argument("vm", metavar="ID|NAME")
     p.add_argument("host", metavar="HOST")
+    p = command(verbs, "migrate", "move a running VM to another host (oneadmin)", migrate,
+                description="Move a RUNNING VM to HOST.\n\n"
+                            "Cold (the default): the VM is saved, its files move with the\n"
+                            "transfer manager and it is restored there.\n"
+                            "--live: the guest moves while it runs; its directory must be on\n"
+                            "shared storage (system datastore TM_MAD shared or qcow2).\n\n"
+                            "examples:\n"
+                            "  nubo vm migrate web h2 --wait\n"
+                            "  nubo vm migrate 12 h3 --live --enforce")
+    p.add_argument("vm", metavar="ID|NAME")
+    p.add_argument("host", metavar="HOST")
+    p.add_argument("--live", action="store_true", help="move the running guest without "
+                   "stopping it (QMP migration between the hosts)")
+    p.add_argument("--enforce", action="store_true",
+                   help="refuse when HOST has no room for the VM (default: allow overcommit)")
+    p.add_argument("--wait", action="store_true",
+                   help="follow the VM until it runs again; exit 1 if it is not on HOST")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S",
+                   help="with --wait: give up after S seconds (default 300; 0: never)")
     devices.register(verbs)

@@ -36,6 +36,8 @@ def apply(session: Session, vm: VM, event: str, *, message: str | None = None) -
     assert vm.id is not None
     history = last_history(session, vm.id) if vm.host_id is not None else None
     _account(session, vm, old_state, move.state)
+    if old_state == VmState.ACTIVE and old_lcm in lifecycle.MIGRATING and history is not None:
+        _end_migration(session, vm, history, event)
     vm.state, vm.lcm_state = int(move.state), int(move.lcm)
     stamp = now()
     if history is not None:
@@ -70,20 +72,65 @@ def apply(session: Session, vm: VM, event: str, *, message: str | None = None) -
 
 
 def _account(session: Session, vm: VM, old: int, new: int) -> None:
-    """Reserve or release the host's capacity when the VM starts or stops holding it.
+    """Reserve or release the host's capacity when the VM starts or stops holding it."""
+    if vm.host_id is None or lifecycle.holds_host(old) == lifecycle.holds_host(new):
+        return
+    reserve(session, vm, vm.host_id, 1 if lifecycle.holds_host(new) else -1)
+
+
+def reserve(session: Session, vm: VM, host_id: int, sign: int) -> None:
+    """Add (sign 1) or remove (-1) the VM's capacity on a host.
 
     One UPDATE with relative values, so concurrent placements and releases on the same
     host never lose each other's change."""
-    if vm.host_id is None or lifecycle.holds_host(old) == lifecycle.holds_host(new):
-        return
-    sign = 1 if lifecycle.holds_host(new) else -1
     session.execute(
-        update(Host).where(col(Host.id) == vm.host_id).values(
+        update(Host).where(col(Host.id) == host_id).values(
             cpu_usage=col(Host.cpu_usage) + sign * round(vm.cpu * 100),
             mem_usage=col(Host.mem_usage) + sign * vm.memory * 1024,
             running_vms=col(Host.running_vms) + sign,
         ).execution_options(synchronize_session="fetch")
     )
+
+
+def previous_history(session: Session, history: History) -> History | None:
+    """The placement before `history`: the host a migrating VM is leaving."""
+    return session.exec(
+        select(History).where(History.vm_id == history.vm_id, col(History.seq) < history.seq)
+        .order_by(col(History.seq).desc())
+    ).first()
+
+
+def _end_migration(session: Session, vm: VM, target: History, event: str) -> None:
+    """A migrating VM holds capacity on both hosts. When the guest has left the source,
+    the source's is released; when the migration failed with the guest still on the
+    source, the target's is, and a new placement on the source records where it runs.
+    Anything else (finalize, resubmit) releases the source and leaves its record open
+    (no etime): the cleanup step then stops whatever is left of the VM there too."""
+    source = previous_history(session, target)
+    if source is None:
+        return
+    stamp = now()
+    done = event in (lifecycle.success(lifecycle.Step.SAVE_MIGRATE),
+                     lifecycle.success(lifecycle.Step.MIGRATE))
+    failed = event in (lifecycle.failure(lifecycle.Step.SAVE_MIGRATE),
+                       lifecycle.failure(lifecycle.Step.MIGRATE))
+    if done or failed:
+        source.etime = source.retime = stamp
+        session.add(source)
+    if not failed:
+        reserve(session, vm, source.host_id, -1)
+        return
+    reserve(session, vm, target.host_id, -1)
+    target.etime, target.reason = stamp, lifecycle.HistoryReason.ERROR
+    session.add(target)
+    back = History(vm_id=target.vm_id, seq=target.seq + 1, host_id=source.host_id,
+                   hostname=source.hostname, vmm_mad=source.vmm_mad, vnm_mad=source.vnm_mad,
+                   tm_mad=source.tm_mad, ds_location=source.ds_location, stime=stamp,
+                   rstime=stamp)
+    session.add(back)
+    vm.host_id = source.host_id
+    vm_log(session, target.vm_id, f"Migration to {target.hostname} failed: the VM runs on "
+           f"{source.hostname} again (history seq {back.seq})", "E")
 
 
 def place(session: Session, vm: VM, host: Host, event: str, ds_location: str,

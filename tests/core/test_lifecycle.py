@@ -51,6 +51,9 @@ EXPECTED_USER = {
     # disk hotplug (OpenNebula 3.6+); a stopped VM's disks change without a transition
     E.ATTACH: {(V.ACTIVE, L.RUNNING): (V.ACTIVE, L.HOTPLUG, S.ATTACH)},
     E.DETACH: {(V.ACTIVE, L.RUNNING): (V.ACTIVE, L.HOTPLUG, S.DETACH)},
+    # migrate (oneadmin): cold through SAVE_MIGRATE, live through MIGRATE
+    E.MIGRATE: {(V.ACTIVE, L.RUNNING): (V.ACTIVE, L.SAVE_MIGRATE, S.SAVE_MIGRATE)},
+    E.LIVE_MIGRATE: {(V.ACTIVE, L.RUNNING): (V.ACTIVE, L.MIGRATE, S.MIGRATE)},
     E.FINALIZE: {
         **{(s, I): (V.DONE, I, None) for s in (V.INIT, V.PENDING, V.HOLD)},
         **{(s, I): (V.DONE, I, S.CLEANUP) for s in (V.STOPPED, V.SUSPENDED, V.FAILED)},
@@ -97,6 +100,13 @@ FLOWS = {
                 (V.ACTIVE, L.SAVE_SUSPEND, step_event(S.SAVE_SUSPEND, True)),
                 (V.SUSPENDED, I, E.RESUME), (V.ACTIVE, L.BOOT, step_event(S.RESTORE, True)),
                 (V.ACTIVE, L.RUNNING, None)],
+    "migrate": [(V.ACTIVE, L.RUNNING, E.MIGRATE),
+                (V.ACTIVE, L.SAVE_MIGRATE, step_event(S.SAVE_MIGRATE, True)),
+                (V.ACTIVE, L.PROLOG_MIGRATE, step_event(S.PROLOG_MIGRATE, True)),
+                (V.ACTIVE, L.BOOT, step_event(S.RESTORE, True)), (V.ACTIVE, L.RUNNING, None)],
+    "live migrate": [(V.ACTIVE, L.RUNNING, E.LIVE_MIGRATE),
+                     (V.ACTIVE, L.MIGRATE, step_event(S.MIGRATE, True)),
+                     (V.ACTIVE, L.RUNNING, None)],
     "resubmit": [(V.ACTIVE, L.RUNNING, E.RESUBMIT), (V.ACTIVE, L.CLEANUP, step_event(S.CLEANUP, True)),
                  (V.PENDING, I, None)],
 }
@@ -126,6 +136,10 @@ FAILURES = {
     (L.CLEANUP, S.CLEANUP): (V.PENDING, I),
     (L.HOTPLUG, S.ATTACH): (V.ACTIVE, L.RUNNING),
     (L.HOTPLUG, S.DETACH): (V.ACTIVE, L.RUNNING),
+    # a migration that fails before the guest left its host leaves it running there
+    (L.SAVE_MIGRATE, S.SAVE_MIGRATE): (V.ACTIVE, L.RUNNING),
+    (L.MIGRATE, S.MIGRATE): (V.ACTIVE, L.RUNNING),
+    (L.PROLOG_MIGRATE, S.PROLOG_MIGRATE): (V.FAILED, I),
 }
 
 

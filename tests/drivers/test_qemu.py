@@ -46,6 +46,8 @@ class Guest:
         self.nics = nics
         self.accel = accel
         self.disks: list[dict[str, str]] = []
+        self.placements = 1  # HISTORY records in the document, all at `location`
+        self.extra = ""  # more top-level elements (MIGR_URI)
 
     def document(self) -> bytes:
         vectors = "".join(
@@ -57,8 +59,8 @@ class Guest:
                                 *[("NIC", n) for n in self.nics]])
         return (f"<VM><ID>{self.id}</ID><TEMPLATE><MEMORY>128</MEMORY><VCPU>1</VCPU>"
                 f"<QEMU_ACCEL>{self.accel}</QEMU_ACCEL>{vectors}</TEMPLATE><HISTORY_RECORDS>"
-                f"<HISTORY><DS_LOCATION>{self.location}</DS_LOCATION></HISTORY>"
-                "</HISTORY_RECORDS></VM>").encode()
+                + f"<HISTORY><DS_LOCATION>{self.location}</DS_LOCATION></HISTORY>"
+                * self.placements + f"</HISTORY_RECORDS>{self.extra}</VM>").encode()
 
     def console(self) -> str:
         try:
@@ -75,11 +77,11 @@ class Guest:
             time.sleep(0.1)
         return self.console()
 
-    def pid(self) -> int | None:
-        return qemu_driver.pid_of(str(self.dir))
+    def pid(self, host: str = "") -> int | None:
+        return qemu_driver.pid_of(qemu_driver.Runtime(str(self.dir), host or self.host))
 
     def qmp(self, command: str, **arguments: Any) -> Any:
-        client = qemu_driver.Qmp(str(self.dir))
+        client = qemu_driver.Qmp(qemu_driver.Runtime(str(self.dir), self.host))
         try:
             return client.execute(command, **arguments)
         finally:
@@ -105,13 +107,17 @@ def guests() -> Iterator[list[Guest]]:
         guest.kill()
 
 
-def run(lab: Any, remotes: Path, guest: Guest, action: str, *args: str) -> DriverResult:
+def run(lab: Any, remotes: Path, guest: Guest, action: str, *args: str,
+        on: str = "") -> DriverResult:
+    """One action over SSH on the guest's host (or host `on`), as the dispatcher runs it."""
+    host = on or guest.host
+
     async def go() -> DriverResult:
-        access = lab.access(guest.host, remote_dir=f"{lab.host(guest.host).dir}/remote")
-        runner = SshRunner.from_access(guest.host, access, remotes_dir=remotes)
+        access = lab.access(host, remote_dir=f"{lab.host(host).dir}/remote")
+        runner = SshRunner.from_access(host, access, remotes_dir=remotes)
         try:
             result: DriverResult = await runner.run(
-                "vmm", "qemu", action, [*args, guest.host, str(guest.id), guest.host],
+                "vmm", "qemu", action, [*args, host, str(guest.id), host],
                 stdin=guest.document(), timeout=120)
             return result
         finally:
@@ -244,3 +250,40 @@ def test_deploy_failures_are_explained(lab: Any, remotes: Path, images: tuple[Pa
     assert not result.ok and "bridge nosuchbr does not exist" in result.error
     missing = run(lab, remotes, new_guest(lab, guests, images), "reboot", "one-1")
     assert not missing.ok and "is not running" in missing.error
+
+
+def test_live_migration_between_two_lab_hosts(lab: Any, remotes: Path,
+                                              images: tuple[Path, Path],
+                                              guests: list[Guest]) -> None:
+    """The VM dir is the same files on both hosts (the lab's hosts share a filesystem), as
+    on shared storage: h2 receives, h1 sends, and the guest goes on without a reboot. Its
+    runtime files are named per host, so the two qemu processes never share a socket."""
+    guest = new_guest(lab, guests, images, host="h1")
+    deploy(lab, remotes, guest)
+    guest.wait_for("NUBO-READY")
+    guest.placements = 2  # h1's placement, then h2's, both at the same location
+
+    refused = run(lab, remotes, guest, "migrate", f"one-{guest.id}", "h2")
+    assert not refused.ok and "MIGR_URI" in refused.error
+    received = run(lab, remotes, guest, "migrate_receive", f"one-{guest.id}", "h1", on="h2")
+    assert received.ok, received.stderr
+    port = received.stdout.strip().splitlines()[-1].removeprefix("PORT=")
+    assert port.isdigit() and guest.pid("h2") is not None and guest.pid("h1") is not None
+    # a dead end first: nothing listens there, and the guest stays where it is
+    guest.extra = "<MIGR_URI>tcp:127.0.0.1:9</MIGR_URI>"
+    failed = run(lab, remotes, guest, "migrate", f"one-{guest.id}", "h2")
+    assert not failed.ok and "migrating" in failed.error
+    assert guest.qmp("query-status")["status"] == "running"
+
+    guest.extra = f"<MIGR_URI>tcp:{lab.host('h2').address}:{port}</MIGR_URI>"
+    sent = run(lab, remotes, guest, "migrate", f"one-{guest.id}", "h2")
+    assert sent.ok, sent.stderr
+    assert guest.pid("h1") is None and guest.pid("h2") is not None
+    guest.host = "h2"
+    assert guest.qmp("query-status")["status"] == "running"
+    assert poll(lab, remotes, guest)["STATE"] == "a"
+    assert guest.console().count("NUBO-GUEST-START") == 1  # moved, not booted again
+    assert run(lab, remotes, guest, "reboot", f"one-{guest.id}").ok
+    guest.wait_for("NUBO-READY", count=2)  # the guest lives on h2
+    assert run(lab, remotes, guest, "cancel", f"one-{guest.id}").ok
+    assert guest.pid("h2") is None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from drivers.lab import Lab
@@ -34,6 +36,28 @@ class Cloud:
 
     def vm_doc(self, vm_id: int) -> ET.Element:
         return ET.fromstring(self.call("one.vm.info", vm_id))
+
+    def qemu_hosts(self, vm_id: int) -> list[str]:
+        """The lab hosts where a qemu process of VM `vm_id` runs, found from the processes
+        themselves (the lab's hosts share one PID namespace; each process's network
+        namespace tells its host), not from anything Nubo or its driver wrote."""
+        names = {host.netns: host.name for host in self.lab.hosts}
+        found = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if not argv[0].endswith(b"qemu-system-x86_64") or "-name" not in map(bytes.decode, argv):
+                continue
+            if argv[argv.index(b"-name") + 1] != f"one-{vm_id}".encode():
+                continue
+            netns = subprocess.run(["ip", "netns", "identify", proc.name], capture_output=True,
+                                   text=True, check=False).stdout.strip()
+            found.append(names.get(netns, netns or "?"))
+        return sorted(found)
 
 
 def lab_conf(lab: Lab) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,21 +16,13 @@ import pytest
 
 from core.lifecycle import LcmState, VmState
 from drivers.lab import LabUnavailable, create_hosts
-from tests.drivers.conftest import REMOTES
 from tests.e2e.labcloud import Cloud, add_qemu_hosts, lab_conf, wait_until
 from tests.guest import guest_files_in
 from tests.live import LiveNubo
 from tests.strict import missing
 
-sys.path.insert(0, str(REMOTES / "lib"))
-import qemu_driver  # noqa: E402
-
 pytestmark = pytest.mark.slow
 BOOT = 90.0  # TCG on 2 shared cores, several VMs at once
-
-
-def qemu_pid(vmdir: Path) -> int | None:
-    return qemu_driver.pid_of(str(vmdir))
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +118,7 @@ def test_a_vm_runs_the_guest_and_goes_through_its_life(cloud: Cloud, template: s
     assert "NUBO-CONTEXT-FOUND hostname=life" in console
     assert "NUBO-DISK /dev/vda 32768" in console  # the image, copied by tm/ssh
     vmdir = vm.vmdir()
-    assert qemu_pid(vmdir) is not None
+    assert cloud.qemu_hosts(vm.id) == [vm.host()]
     # the monitor keeps a copy on the front-end: the CLI and EC2's GetConsoleOutput show it
     wait_until("the console on the front-end",
                lambda: "NUBO-READY" in cloud.nubo.cli("vm", "console", str(vm.id)).stdout)
@@ -138,23 +129,23 @@ def test_a_vm_runs_the_guest_and_goes_through_its_life(cloud: Cloud, template: s
 
     vm.action("suspend")  # memory to a checkpoint on the host; qemu stops
     vm.wait(VmState.SUSPENDED)
-    assert qemu_pid(vmdir) is None and (vmdir / "checkpoint").stat().st_size > 1_000_000
+    assert cloud.qemu_hosts(vm.id) == [] and (vmdir / "checkpoint").stat().st_size > 1_000_000
     vm.action("resume")
     vm.wait(VmState.ACTIVE, LcmState.RUNNING)
-    assert qemu_pid(vmdir) is not None
+    assert cloud.qemu_hosts(vm.id) == [vm.host()]
     assert vm.console().count("NUBO-GUEST-START") == 2  # restored, not booted again
 
     vm.action("stop")  # checkpoint, then the VM dir goes to the front-end
     vm.wait(VmState.STOPPED)
-    assert qemu_pid(vmdir) is None
+    assert cloud.qemu_hosts(vm.id) == []
     vm.action("resume")
     vm.wait(VmState.ACTIVE, LcmState.RUNNING)
-    assert qemu_pid(vm.vmdir()) is not None
+    assert cloud.qemu_hosts(vm.id) == [vm.host()]
     assert vm.console().count("NUBO-GUEST-START") == 2
 
     vm.action("shutdown")  # ACPI: the guest powers itself off
     vm.wait(VmState.DONE)
-    assert qemu_pid(vm.vmdir()) is None
+    assert cloud.qemu_hosts(vm.id) == []
     assert not vm.vmdir().exists()  # epilog deleted it on the host
 
 
@@ -164,7 +155,7 @@ def test_cancel_and_a_failed_prolog(cloud: Cloud, template: str, tmp_path: Path)
     vmdir = vm.vmdir()
     vm.action("cancel")
     vm.wait(VmState.DONE)
-    assert qemu_pid(vmdir) is None and not vmdir.exists()
+    assert cloud.qemu_hosts(vm.id) == [] and not vmdir.exists()
 
     gone = tmp_path / "gone.img"
     gone.write_bytes(b"x" * 1024)

@@ -12,11 +12,18 @@ Actions, with their arguments before the appended `<vmid> <host>` (the VM's XML 
   console <deploy_id> <host>             the last 64 KB of the serial console (Nubo's own
                                          action: the monitor keeps a copy on the front-end)
   attach_disk | detach_disk <deploy_id> <path> <target> <disk_id>   hotplug (virtio)
+  migrate_receive <deploy_id> <source> <host>   on the target of a live migration: qemu
+                                         waiting for the guest; prints PORT=<tcp port>
+  migrate <deploy_id> <dest> <host>      on the source: send the guest to MIGR_URI (from
+                                         the document), then quit here
 
 Files in the VM's directory (the deployment file's, or <DS_LOCATION>/0/<vmid>):
   disk.<id>          the disks (the transfer manager made them; the context CD is one)
-  deployment.<seq>   the qemu command line deploy ran (JSON), which restore runs again
-  qmp.sock           QMP; qemu.pid the process; console.log the serial console
+  deployment.<seq>   the machine deploy started (JSON: its dir and qemu arguments), which
+                     restore and migrate_receive start again, its paths moved to the VM
+                     dir of the moment
+  qmp-<host>.sock    QMP; qemu-<host>.pid the process (named after the host, so that two
+                     hosts sharing the dir keep theirs apart); console.log the console
   checkpoint         save's memory image
 
 VM template attributes read: MEMORY (MB), CPU, VCPU, OS = [KERNEL, INITRD, KERNEL_CMD,
@@ -47,6 +54,10 @@ DEFAULT_DS_LOCATION = "/var/lib/one/datastores"
 QEMU = os.environ.get("NUBO_QEMU", "qemu-system-x86_64")
 SHUTDOWN_TIMEOUT = float(os.environ.get("NUBO_SHUTDOWN_TIMEOUT", "60"))
 QMP_TIMEOUT = 30.0
+MIGRATION_TIMEOUT = float(os.environ.get("NUBO_MIGRATION_TIMEOUT", "600"))
+# where a migration target listens: every address (the source reaches it by the host's
+# MIGRATION_ADDRESS); set NUBO_MIGRATION_LISTEN to pin one
+MIGRATION_LISTEN = os.environ.get("NUBO_MIGRATION_LISTEN", "0.0.0.0")
 _SAFE_TAP = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -79,9 +90,10 @@ def _fail(message: str) -> None:
 
 
 class Vm:
-    def __init__(self, doc: ET.Element, vmid: str) -> None:
+    def __init__(self, doc: ET.Element, vmid: str, host: str = "") -> None:
         self.doc = doc
         self.id = (doc.findtext("ID") or vmid).strip()
+        self.host = host
         found = doc.find("TEMPLATE")
         self.tmpl: ET.Element = found if found is not None else ET.Element("TEMPLATE")
 
@@ -99,10 +111,32 @@ class Vm:
         found = self.vectors(name)
         return found[0] if found else {}
 
-    def directory(self) -> str:
+    def directory(self, back: int = 1) -> str:
+        """The VM dir of its last placement (`back` 2: of the one before, a migration's
+        source)."""
         records = self.doc.findall("HISTORY_RECORDS/HISTORY")
-        location = (records[-1].findtext("DS_LOCATION") or "").strip() if records else ""
+        record = records[-back] if len(records) >= back else None
+        location = (record.findtext("DS_LOCATION") or "").strip() if record is not None else ""
         return os.path.join(location or DEFAULT_DS_LOCATION, "0", self.id)
+
+    def runtime(self, vmdir: str | None = None) -> Runtime:
+        return Runtime(vmdir or self.directory(), self.host)
+
+
+class Runtime:
+    """Where a VM's qemu process keeps its pid file and QMP socket: in the VM dir, named
+    after the host, so two hosts sharing the dir (a live migration over shared storage)
+    never take each other's files."""
+
+    def __init__(self, vmdir: str, host: str) -> None:
+        self.dir = vmdir
+        tag = _SAFE_TAP.sub("", host)[:32]
+        self.qmp = os.path.join(vmdir, f"qmp-{tag}.sock" if tag else "qmp.sock")
+        self.pidfile = os.path.join(vmdir, f"qemu-{tag}.pid" if tag else "qemu.pid")
+
+    def args(self) -> list[str]:
+        return ["-qmp", f"unix:{_opt(self.qmp)},server=on,wait=off", "-pidfile", self.pidfile,
+                "-daemonize"]
 
 
 def _document() -> ET.Element:
@@ -118,8 +152,10 @@ def _document() -> ET.Element:
 def _vm(doc: ET.Element, argv: list[str], minimum: int, usage: str) -> Vm:
     if len(argv) < minimum:
         raise DriverError(f"qemu: usage: {usage} <vmid> <host>")
-    vmid = argv[-2] if len(argv) >= minimum + 2 else ""
-    return Vm(doc, vmid)
+    appended = len(argv) >= minimum + 2
+    own_host = usage.endswith("<host>")
+    host = argv[-1] if appended else (argv[minimum - 1] if own_host else "")
+    return Vm(doc, argv[-2] if appended else "", host)
 
 
 # --- the command line ----------------------------------------------------------------------
@@ -150,6 +186,7 @@ def tap_name(vmid: str, nic_id: str) -> str:
 
 
 def command_line(vm: Vm, vmdir: str) -> list[str]:
+    """The machine: qemu and its devices, with files in `vmdir` (no runtime files)."""
     memory = vm.get("MEMORY", "128")
     vcpu = vm.get("VCPU", "1")
     if not memory.isdigit() or not vcpu.isdigit():
@@ -158,9 +195,7 @@ def command_line(vm: Vm, vmdir: str) -> list[str]:
             "-smp", vcpu, "-display", "none", "-no-user-config", "-nodefaults",
             # appended to: restore and a deploy after stop keep what the guest said before
             "-chardev", f"file,id=console,path={_opt(vmdir)}/console.log,append=on",
-            "-serial", "chardev:console",
-            "-qmp", f"unix:{_opt(vmdir)}/qmp.sock,server=on,wait=off",
-            "-pidfile", f"{vmdir}/qemu.pid", "-daemonize"]
+            "-serial", "chardev:console"]
     os_vector = vm.vector("OS")
     if os_vector.get("KERNEL"):
         argv += ["-kernel", os_vector["KERNEL"]]
@@ -223,29 +258,29 @@ def disk_format(path: str, disk: dict[str, str]) -> str:
 # --- processes, QMP and taps -------------------------------------------------------------
 
 
-def pid_of(vmdir: str) -> int | None:
+def pid_of(run: Runtime) -> int | None:
     """qemu's pid while it runs (a zombie does not count)."""
     try:
-        with open(os.path.join(vmdir, "qemu.pid")) as f:
+        with open(run.pidfile) as f:
             pid = int(f.read().strip())
         with open(f"/proc/{pid}/stat") as f:
             state = f.read().rsplit(")", 1)[1].split()[0]
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            mine = b"qmp.sock" in f.read()
+            mine = _opt(run.qmp).encode() in f.read()
     except (OSError, ValueError, IndexError):
         return None
     return pid if state != "Z" and mine else None
 
 
 class Qmp:
-    def __init__(self, vmdir: str, timeout: float = QMP_TIMEOUT) -> None:
+    def __init__(self, run: Runtime, timeout: float = QMP_TIMEOUT) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
-            self.sock.connect(os.path.join(vmdir, "qmp.sock"))
+            self.sock.connect(run.qmp)
         except OSError as exc:
             self.sock.close()
-            raise DriverError(f"qemu: no QMP socket in {vmdir}: {exc.strerror or exc}") from None
+            raise DriverError(f"qemu: no QMP socket at {run.qmp}: {exc.strerror or exc}") from None
         self.buffer = b""
         self.events: list[dict[str, Any]] = []
         self._read()  # the greeting
@@ -333,46 +368,47 @@ def unplug_taps(vm: Vm) -> None:
             subprocess.run(["ip", "link", "del", tap], capture_output=True, check=False)
 
 
-def start(vm: Vm, vmdir: str, argv: list[str]) -> None:
-    if pid_of(vmdir) is not None:
+def start(vm: Vm, run: Runtime, argv: list[str]) -> None:
+    """Start qemu with the machine `argv` and this host's runtime files."""
+    if pid_of(run) is not None:
         raise DriverError(f"qemu: one-{vm.id} is already running")
-    for stale in ("qmp.sock", "qemu.pid"):
+    for stale in (run.qmp, run.pidfile):
         try:
-            os.unlink(os.path.join(vmdir, stale))
+            os.unlink(stale)
         except FileNotFoundError:
             pass
     plug_taps(vm)
     try:
-        _run(argv, f"starting one-{vm.id}")
+        _run(argv + run.args(), f"starting one-{vm.id}")
     except DriverError:
         unplug_taps(vm)
         raise
 
 
-def stop(vm: Vm, vmdir: str) -> None:
+def stop(vm: Vm, run: Runtime) -> None:
     """Quit qemu (QMP, else SIGKILL) and wait until the process is gone."""
-    pid = pid_of(vmdir)
+    pid = pid_of(run)
     if pid is None:
         unplug_taps(vm)
         return
     try:
-        with Qmp(vmdir, timeout=5) as qmp:
+        with Qmp(run, timeout=5) as qmp:
             qmp.execute("quit")
     except (DriverError, OSError):
         pass
-    if not _gone(vmdir, 5):
+    if not _gone(run, 5):
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        if not _gone(vmdir, 10):
+        if not _gone(run, 10):
             raise DriverError(f"qemu: process {pid} of one-{vm.id} does not go away")
     unplug_taps(vm)
 
 
-def _gone(vmdir: str, timeout: float) -> bool:
+def _gone(run: Runtime, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while pid_of(vmdir) is not None:
+    while pid_of(run) is not None:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
@@ -390,74 +426,92 @@ def deploy(argv: list[str], doc: ET.Element) -> str:
     line = command_line(vm, vmdir)
     tmp = dfile + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(line, f)
+        json.dump({"dir": vmdir, "argv": line}, f)
     os.replace(tmp, dfile)
     log(f"starting {' '.join(line[:6])} ...")
-    start(vm, vmdir, line)
+    start(vm, vm.runtime(vmdir), line)
     return f"one-{vm.id}"
 
 
 def shutdown(argv: list[str], doc: ET.Element) -> str:
     vm = _vm(doc, argv, 2, "shutdown <deploy_id> <host>")
-    vmdir = vm.directory()
-    if pid_of(vmdir) is None:
+    run = vm.runtime()
+    if pid_of(run) is None:
         unplug_taps(vm)
         return ""
     try:
-        with Qmp(vmdir) as qmp:
+        with Qmp(run) as qmp:
             qmp.execute("system_powerdown")
             # the guest may miss the first press (still booting): press again halfway
-            if not _gone(vmdir, SHUTDOWN_TIMEOUT / 2):
+            if not _gone(run, SHUTDOWN_TIMEOUT / 2):
                 qmp.execute("system_powerdown")
     except DriverError:
         pass  # qemu exited while we spoke to it: that is the goal
-    if not _gone(vmdir, SHUTDOWN_TIMEOUT / 2):
+    if not _gone(run, SHUTDOWN_TIMEOUT / 2):
         log(f"one-{vm.id} ignored the power button for {SHUTDOWN_TIMEOUT:g} s: forcing it off")
-        stop(vm, vmdir)
+        stop(vm, run)
     unplug_taps(vm)
     return ""
 
 
 def cancel(argv: list[str], doc: ET.Element) -> str:
     vm = _vm(doc, argv, 2, "cancel <deploy_id> <host>")
-    stop(vm, vm.directory())
+    stop(vm, vm.runtime())
     return ""
 
 
-def _running(vm: Vm) -> str:
-    """The VM's directory, or DriverError when its qemu does not run."""
-    vmdir = vm.directory()
-    if pid_of(vmdir) is None:
-        raise DriverError(f"qemu: one-{vm.id} is not running")
-    return vmdir
+def _running(vm: Vm, vmdir: str | None = None) -> Runtime:
+    """The VM's runtime files, or DriverError when its qemu does not run."""
+    run = vm.runtime(vmdir)
+    if pid_of(run) is None:
+        raise DriverError(f"qemu: one-{vm.id} is not running on {vm.host or 'this host'}")
+    return run
 
 
 def reset(argv: list[str], doc: ET.Element) -> str:
     vm = _vm(doc, argv, 2, "reset <deploy_id> <host>")
-    vmdir = _running(vm)
-    with Qmp(vmdir) as qmp:
+    with Qmp(_running(vm)) as qmp:
         qmp.execute("system_reset")
     return ""
 
 
 def save(argv: list[str], doc: ET.Element) -> str:
+    """The checkpoint's directory is the VM dir on this host (a migration's source too)."""
     vm = _vm(doc, argv, 3, "save <deploy_id> <checkpoint> <host>")
-    vmdir, checkpoint = _running(vm), argv[1]
-    with Qmp(vmdir) as qmp:
+    checkpoint = argv[1]
+    run = _running(vm, os.path.dirname(checkpoint) or None)
+    with Qmp(run) as qmp:
         qmp.execute("stop")
         qmp.execute("migrate", uri="exec:" + shlex.join(["dd", f"of={checkpoint}", "bs=1M",
                                                           "status=none"]))
-        deadline = time.monotonic() + 600
-        while True:
-            status = qmp.execute("query-migrate").get("status", "")
-            if status == "completed":
-                break
-            if status in ("failed", "cancelled") or time.monotonic() > deadline:
-                qmp.execute("cont")
-                raise DriverError(f"qemu: saving one-{vm.id} to {checkpoint}: {status}")
-            time.sleep(0.05)
-    stop(vm, vmdir)
+        status = _migration(qmp, f"saving one-{vm.id} to {checkpoint}")
+        if status != "completed":
+            qmp.execute("cont")
+            raise DriverError(f"qemu: saving one-{vm.id} to {checkpoint}: {status}")
+    stop(vm, run)
     return ""
+
+
+def _migration(qmp: Qmp, what: str, timeout: float = MIGRATION_TIMEOUT) -> str:
+    """Wait for the outgoing migration to end; its final status. Logs progress."""
+    deadline = time.monotonic() + timeout
+    shown = time.monotonic()
+    while True:
+        info = qmp.execute("query-migrate")
+        status = str(info.get("status", ""))
+        if status in ("completed", "failed", "cancelled"):
+            if status == "failed" and info.get("error-desc"):
+                status = f"failed: {info['error-desc']}"
+            return status
+        if time.monotonic() > deadline:
+            qmp.execute("migrate_cancel")
+            return f"not done after {timeout:g} s"
+        if time.monotonic() - shown >= 5:
+            ram = info.get("ram", {})
+            log(f"{what}: {ram.get('transferred', 0) >> 20} MB sent, "
+                f"{ram.get('remaining', 0) >> 20} MB to go")
+            shown = time.monotonic()
+        time.sleep(0.05)
 
 
 def restore(argv: list[str], doc: ET.Element) -> str:
@@ -465,11 +519,10 @@ def restore(argv: list[str], doc: ET.Element) -> str:
     vmdir, checkpoint = vm.directory(), argv[0]
     if not os.path.isfile(checkpoint):
         raise DriverError(f"qemu: no checkpoint at {checkpoint}")
-    line = _last_deployment(vmdir) or command_line(vm, vmdir)
-    line += ["-incoming", "exec:" + shlex.join(["cat", checkpoint])]
-    start(vm, vmdir, line)
-    with Qmp(vmdir) as qmp:
-        deadline = time.monotonic() + 600
+    run = vm.runtime(vmdir)
+    start(vm, run, machine(vm, vmdir) + ["-incoming", "exec:" + shlex.join(["cat", checkpoint])])
+    with Qmp(run) as qmp:
+        deadline = time.monotonic() + MIGRATION_TIMEOUT
         while qmp.execute("query-status").get("status") == "inmigrate":
             if time.monotonic() > deadline:
                 raise DriverError(f"qemu: restoring one-{vm.id} did not finish")
@@ -479,28 +532,93 @@ def restore(argv: list[str], doc: ET.Element) -> str:
     return ""
 
 
-def _last_deployment(vmdir: str) -> list[str] | None:
-    """The command line of the latest deploy (deployment.<seq>), without `-incoming`."""
+def machine(vm: Vm, vmdir: str) -> list[str]:
+    """The machine of the latest deploy (deployment.<seq>), so a restored or migrated guest
+    finds the devices it had; its files follow the VM dir wherever it is now."""
     found = []
     for name in os.listdir(vmdir):
         head, _, seq = name.partition(".")
         if head == "deployment" and seq.isdigit():
             found.append((int(seq), name))
     if not found:
-        return None
+        return command_line(vm, vmdir)
     with open(os.path.join(vmdir, max(found)[1])) as f:
-        line: list[str] = json.load(f)
-    return line
+        saved = json.load(f)
+    if isinstance(saved, list):  # written before deployment files recorded their dir
+        return [str(arg) for arg in saved]
+    old = str(saved["dir"])
+    if old == vmdir:
+        return [str(arg) for arg in saved["argv"]]
+    pairs = [(_opt(old) + "/", _opt(vmdir) + "/"), (old + "/", vmdir + "/")]
+    moved = []
+    for arg in saved["argv"]:
+        text = str(arg)
+        for before, after in pairs:
+            if before in text:
+                text = text.replace(before, after)
+                break
+        moved.append(text)
+    return moved
+
+
+def migrate_receive(argv: list[str], doc: ET.Element) -> str:
+    """On the target: qemu with the VM's machine, waiting for the guest (Nubo's action, run
+    by the core before `migrate`). Prints PORT=<the TCP port it listens on>."""
+    vm = _vm(doc, argv, 3, "migrate_receive <deploy_id> <source> <host>")
+    vmdir = vm.directory()
+    run = vm.runtime(vmdir)
+    previous = pid_of(run)
+    if previous is not None:  # a receiver left by an interrupted attempt
+        with Qmp(run, timeout=5) as qmp:
+            status = qmp.execute("query-status").get("status")
+        if status != "inmigrate":
+            raise DriverError(f"qemu: one-{vm.id} already runs on {vm.host} ({status})")
+        stop(vm, run)
+    start(vm, run, machine(vm, vmdir) + ["-incoming", "defer"])
+    try:
+        with Qmp(run) as qmp:
+            qmp.execute("migrate-incoming", uri=f"tcp:{MIGRATION_LISTEN}:0")
+            addresses = qmp.execute("query-migrate").get("socket-address", [])
+    except DriverError:
+        stop(vm, run)
+        raise
+    port = next((a.get("port") for a in addresses if a.get("port")), "")
+    if not str(port).isdigit():
+        stop(vm, run)
+        raise DriverError(f"qemu: one-{vm.id} listens on no TCP port ({addresses})")
+    log(f"one-{vm.id} waits for its guest from {argv[1]} on port {port}")
+    return f"PORT={port}"
+
+
+def migrate(argv: list[str], doc: ET.Element) -> str:
+    """On the source: send the running guest to MIGR_URI (the target's receiver); when it
+    runs there, this host's qemu quits. On failure the guest keeps running here."""
+    vm = _vm(doc, argv, 3, "migrate <deploy_id> <dest> <host>")
+    uri = (doc.findtext("MIGR_URI") or "").strip()
+    if not uri:
+        raise DriverError("qemu: migrate needs MIGR_URI (the target's migrate_receive)")
+    run = _running(vm, vm.directory(back=2))
+    what = f"migrating one-{vm.id} to {argv[1]}"
+    with Qmp(run) as qmp:
+        qmp.execute("migrate", uri=uri)
+        status = _migration(qmp, what)
+        if status != "completed":
+            if qmp.execute("query-status").get("status") != "running":
+                qmp.execute("cont")
+            raise DriverError(f"qemu: {what}: {status}")
+    log(f"{what}: done; stopping the copy left here")
+    stop(vm, run)
+    return ""
 
 
 def poll(argv: list[str], doc: ET.Element) -> str:
     vm = _vm(doc, argv, 2, "poll <deploy_id> <host>")
-    vmdir = vm.directory()
-    pid = pid_of(vmdir)
+    run = vm.runtime()
+    pid = pid_of(run)
     if pid is None:
         return "STATE=d"
     try:
-        with Qmp(vmdir, timeout=5) as qmp:
+        with Qmp(run, timeout=5) as qmp:
             status = qmp.execute("query-status").get("status", "")
     except (DriverError, OSError):
         status = "unknown"
@@ -545,10 +663,10 @@ def _usage(pid: int) -> tuple[str, int]:
 
 def attach_disk(argv: list[str], doc: ET.Element) -> str:
     vm = _vm(doc, argv, 4, "attach_disk <deploy_id> <path> <target> <disk_id>")
-    vmdir, path, disk_id = vm.directory(), argv[1], argv[3]
+    path, disk_id = argv[1], argv[3]
     disk = next((d for d in vm.vectors("DISK") if d.get("DISK_ID") == disk_id), {})
     node = f"node{disk_id}"
-    with Qmp(vmdir) as qmp:  # each half is skipped when it is done already (a retried step)
+    with Qmp(vm.runtime()) as qmp:  # each half is skipped when it is done already (a retried step)
         _unless_duplicate(qmp, "blockdev-add", **{
             "node-name": node, "driver": disk_format(path, disk),
             "file": {"driver": "file", "filename": path},
@@ -568,8 +686,8 @@ def _unless_duplicate(qmp: Qmp, command: str, **arguments: Any) -> None:
 
 def detach_disk(argv: list[str], doc: ET.Element) -> str:
     vm = _vm(doc, argv, 4, "detach_disk <deploy_id> <path> <target> <disk_id>")
-    vmdir, disk_id = vm.directory(), argv[3]
-    with Qmp(vmdir) as qmp:
+    disk_id = argv[3]
+    with Qmp(vm.runtime()) as qmp:
         try:
             qmp.execute("device_del", id=f"disk{disk_id}")
             if not qmp.wait_event("DEVICE_DELETED", 30):
@@ -603,4 +721,5 @@ def console(argv: list[str], doc: ET.Element) -> str:
 
 ACTIONS = {"console": console, "deploy": deploy, "shutdown": shutdown, "cancel": cancel, "reboot": reset,
            "reset": reset, "save": save, "restore": restore, "poll": poll,
-           "attach_disk": attach_disk, "detach_disk": detach_disk}
+           "attach_disk": attach_disk, "detach_disk": detach_disk, "migrate": migrate,
+           "migrate_receive": migrate_receive}
