@@ -150,9 +150,9 @@ def test_a_failed_migration_leaves_the_vm_running_where_it_was(nubo: LiveNubo, l
     assert [r["HOSTNAME"] for r in records] == ["m1", "m2", "m1"]
     assert records[1]["REASON"] == "1" and records[1]["ETIME"] != "0"  # the attempt: ERROR
     assert (usage(nubo, "m1"), usage(nubo, "m2")) == before
-    message = vm_doc(nubo, vm_id).findtext("TEMPLATE/ERROR") or ""
+    message = vm_doc(nubo, vm_id).findtext("USER_TEMPLATE/ERROR") or ""
     log = nubo.cli("vm", "log", str(vm_id)).stdout
-    assert "injected failure" in message + log and "runs on m1 again" in log
+    assert f"injected failure of {fail}" in message and "runs on m1 again" in log
     # the VM is still usable: polls keep it RUNNING, and it shuts down from m1
     call(nubo, "one.vm.action", "shutdown", vm_id)
     nubo.wait_vm(vm_id, "DONE")

@@ -6,6 +6,8 @@ guest's serial console, the qemu processes, the VM directories."""
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -164,7 +166,7 @@ def test_cancel_and_a_failed_prolog(cloud: Cloud, template: str, tmp_path: Path)
     broken = template.replace("DISK = [ IMAGE_ID", f'DISK = [ IMAGE_ID = "{image}" ]\n#')
     vm = Vm(cloud, cloud.call("one.vm.allocate", broken + 'NAME = "broken"\n'))
     wait_until("the broken VM FAILED", lambda: vm.state()[0] == VmState.FAILED, BOOT)
-    assert "gone.img" in (vm.doc().findtext("TEMPLATE/ERROR") or "") + vm.log()
+    assert "gone.img" in (vm.doc().findtext("USER_TEMPLATE/ERROR") or "") + vm.log()
 
 
 def test_the_guest_takes_its_leased_address_from_the_context(cloud: Cloud,
@@ -199,6 +201,36 @@ def test_the_guest_takes_its_leased_address_from_the_context(cloud: Cloud,
             subprocess.run(["ip", "-n", host.netns, "link", "del", bridge], check=False)
 
 
+def test_qemu_failing_to_start_fails_the_vm_with_its_message(cloud: Cloud,
+                                                            template: str) -> None:
+    broken = re.sub(r'KERNEL = "[^"]*"', 'KERNEL = "/nonexistent/vmlinuz"', template)
+    vm = Vm(cloud, cloud.call("one.vm.allocate", broken + 'NAME = "no-kernel"\n'))
+    wait_until("the VM without a kernel FAILED", lambda: vm.state()[0] == VmState.FAILED, BOOT)
+    reason = vm.doc().findtext("USER_TEMPLATE/ERROR") or ""
+    assert "boot failed" in reason and "/nonexistent/vmlinuz" in reason, reason
+    assert cloud.qemu_hosts(vm.id) == []
+
+
+def test_a_storage_driver_the_operator_copied_and_edited(cloud: Cloud, template: str) -> None:
+    """The seed's hands-on: copy a transfer manager, change its clone, point the datastore
+    at it; the next VM's disks go through the edited script (TM scripts run on the
+    front-end, so no sync is needed)."""
+    tm = cloud.nubo.var / "remotes" / "tm"
+    shutil.copytree(tm / "ssh", tm / "mine")
+    clone = tm / "mine" / "clone"
+    first, rest = clone.read_text().split("\n", 1)
+    clone.write_text(f'{first}\necho "INFO: mine: custom clone of $1" >&2\n{rest}')
+    cloud.nubo.cli("datastore", "update", "default", "--tm", "mine")
+    try:
+        vm = create(cloud, template, "custom-tm")
+        vm.wait(VmState.ACTIVE, LcmState.RUNNING)
+        assert "custom clone of" in vm.log()
+        vm.action("cancel")
+        vm.wait(VmState.DONE)
+    finally:
+        cloud.nubo.cli("datastore", "update", "default", "--tm", "ssh")
+
+
 def test_a_host_lost_during_the_prolog_fails_the_vm(cloud: Cloud, template: str,
                                                     tmp_path_factory: pytest.TempPathFactory
                                                     ) -> None:
@@ -217,5 +249,5 @@ def test_a_host_lost_during_the_prolog_fails_the_vm(cloud: Cloud, template: str,
     assert vm.state() == (VmState.ACTIVE, LcmState.PROLOG)
     cloud.lab.host("h2").power_off()
     wait_until("the lost VM FAILED", lambda: vm.state()[0] == VmState.FAILED, BOOT)
-    reason = (vm.doc().findtext("TEMPLATE/ERROR") or "") + vm.log()
+    reason = (vm.doc().findtext("USER_TEMPLATE/ERROR") or "") + vm.log()
     assert "h2" in reason and ("cannot reach" in reason or "timed out" in reason), reason
