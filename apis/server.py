@@ -18,13 +18,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
+from sqlmodel import select
 
 from apis.app import build
 from apis.occi_xml.app import build as build_occi_xml
 from core import config as config_module
+from core import localhost
 from core.config import Config
 from core.daemon import Daemon, prepare
 from core.errors import CloudError
+from core.models import Host
 from drivers.wiring import DriverSet
 
 log = logging.getLogger("nubo")
@@ -129,6 +132,10 @@ def serve(cfg: Config | None = None) -> None:
               flush=True)
     print(f"Data in {cfg.var}; database {cfg.db_url.split('@')[-1]}", flush=True)
     print(f"Admin credentials in {cfg.one_auth}", flush=True)
+    with cloud.session() as s:
+        host = s.exec(select(Host).where(Host.name == "localhost")).first()
+    if host is not None:
+        print(localhost.describe(host.vmm_mad, cfg), flush=True)
     # no access log: it is below the log level anyway, and still costs every request a call
     quiet: dict[str, Any] = {"log_level": "warning", "access_log": False}
     server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=cfg.port, lifespan="on",

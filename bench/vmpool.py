@@ -39,7 +39,7 @@ def best_of(n: int, fn: object) -> float:
 def main() -> int:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = Config(var=Path(tmp))
+        cfg = Config(var=Path(tmp), localhost_vmm="dummy")
         os.environ["NUBO_ADMIN_PASSWORD"] = "bench"
         cloud = prepare(cfg)
         with cloud.session() as s:

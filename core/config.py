@@ -67,9 +67,13 @@ class Config:
     ssh_known_hosts: str = ""
     ssh_config: str = ""  # an ssh_config for the drivers that run ssh themselves (TM)
     register_localhost: bool = True
-    localhost_im: str = "dummy"
-    localhost_vmm: str = "dummy"
-    localhost_tm: str = "dummy"
+    # `auto`: qemu (im kvm, tm shared) when qemu works here, else dummy (core.localhost)
+    localhost_im: str = "auto"
+    localhost_vmm: str = "auto"
+    localhost_tm: str = "auto"
+    default_ds_mad: str = "fs"  # DS_MAD of the default datastore (id 1) when first created
+    ds_concurrency: int = 4  # datastore driver actions (image copies) run at once
+    ds_timeout: float = 7200.0  # seconds before a datastore action (a copy) is killed
     ec2_region: str = "us-east-1"  # answered when a request names none (SigV2)
     ec2_path: str = "/ec2"  # the EC2 Query API answers here and at /
     ec2_rate: float = 1000.0  # requests per second per access key (0: no limit)
@@ -122,6 +126,9 @@ _KEYS: dict[str, tuple[str, type]] = {
     "LOCALHOST_IM": ("localhost_im", str),
     "LOCALHOST_VMM": ("localhost_vmm", str),
     "LOCALHOST_TM": ("localhost_tm", str),
+    "DEFAULT_DS_MAD": ("default_ds_mad", str),
+    "DS_CONCURRENCY": ("ds_concurrency", int),
+    "DS_TIMEOUT": ("ds_timeout", float),
     "EC2_REGION": ("ec2_region", str),
     "EC2_PATH": ("ec2_path", str),
     "EC2_RATE": ("ec2_rate", float),

@@ -1,4 +1,4 @@
-"""The daemon's start-up and its loops: scheduler, dispatcher, monitor.
+"""The daemon's start-up and its loops: scheduler, dispatcher, monitor, datastores.
 
 `Daemon.start()` migrates the schema, creates the admin and the embedded localhost host
 on first run, finishes what a crash left behind, and starts the loops; front doors run
@@ -17,8 +17,9 @@ from pathlib import Path
 import anyio
 from sqlmodel import col, select
 
-from core import db, scheduler
+from core import db, localhost, scheduler
 from core.config import Config
+from core.datastores import Datastores
 from core.dispatcher import Dispatcher
 from core.drivers import Drivers
 from core.errors import CloudError
@@ -78,10 +79,26 @@ def prepare(cfg: Config) -> Cloud:
     identity.bootstrap(cloud, admin_password=admin_password(cfg))
     images.bootstrap_datastores(cloud)
     if cfg.register_localhost:
-        with cloud.session() as s:
-            if s.exec(select(Host).where(Host.name == "localhost")).first() is None:
-                s.add(Host(name="localhost", im_mad=cfg.localhost_im, vmm_mad=cfg.localhost_vmm))
+        register_localhost(cloud)
     return cloud
+
+
+def register_localhost(cloud: Cloud) -> None:
+    """The front-end as host `localhost`, once, with the drivers core.localhost chooses; the
+    datastores still on the dummy transfer manager take the one that goes with them."""
+    with cloud.session() as s:
+        if s.exec(select(Host).where(Host.name == "localhost")).first() is not None:
+            return
+    chosen = localhost.choose(cloud.config)
+    with cloud.session() as s:
+        if s.exec(select(Host).where(Host.name == "localhost")).first() is not None:
+            return
+        s.add(Host(name="localhost", im_mad=chosen.im, vmm_mad=chosen.vmm))
+        for ds in s.exec(select(Datastore).where(col(Datastore.tm_mad) == "dummy")):
+            ds.tm_mad = chosen.tm
+            s.add(ds)
+        log.info("host localhost registered with im %s, vmm %s, tm %s (%s)",
+                    chosen.im, chosen.vmm, chosen.tm, chosen.why)
 
 
 def admin_caller(cloud: Cloud) -> Caller:
@@ -148,6 +165,7 @@ class Daemon:
         self.drivers = drivers
         self.dispatcher = Dispatcher(cloud, drivers)
         self.monitor = Monitor(cloud, drivers)
+        self.datastores = Datastores(cloud, drivers)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -155,10 +173,14 @@ class Daemon:
         recovered = await anyio.to_thread.run_sync(self.dispatcher.recover)
         if recovered:
             log.warning("resuming %d operation(s) interrupted by the last stop", recovered)
+        copies = await anyio.to_thread.run_sync(self.datastores.recover)
+        if copies:
+            log.warning("resuming %d image copy(ies) interrupted by the last stop", copies)
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self.monitor.run(), name="monitor"),
             asyncio.create_task(self._schedule_loop(), name="scheduler"),
+            asyncio.create_task(self.datastores.run(), name="datastores"),
         ]
 
     async def _schedule_loop(self) -> None:
@@ -176,6 +198,7 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.datastores.stop()
         await self.dispatcher.drain()
         await self.monitor.drain()
         await self.drivers.close()

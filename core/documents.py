@@ -19,6 +19,7 @@ Messages:
 
 from __future__ import annotations
 
+import base64
 import gc
 import ipaddress
 import re
@@ -204,6 +205,26 @@ def datastore_xml(ds: Datastore, *, uname: str, gname: str, images: Sequence[int
     root.append(_ids("IMAGES", images))
     root.append(_template(ds.template))
     return root
+
+
+def ds_action_data(image: Image, ds: Datastore, *, uname: str, gname: str,
+                   restricted: Sequence[str] = (), safe: Sequence[str] = ()) -> str:
+    """OpenNebula's DS_DRIVER_ACTION_DATA in base64, the first argument of every datastore
+    action: `<IMAGE>` then `<DATASTORE>`. `restricted` and `safe` are added to the
+    datastore template's RESTRICTED_DIRS and SAFE_DIRS (space-separated, as the drivers
+    split them; a dir with a space cannot be listed and is left out) in this document
+    only."""
+    tmpl = template.parse(ds.template) if ds.template.strip() else template.Template()
+    for name, extra in (("RESTRICTED_DIRS", restricted), ("SAFE_DIRS", safe)):
+        dirs = (tmpl.get(name) or "").split()
+        dirs += [d for d in extra if d and not any(c.isspace() for c in d) and d not in dirs]
+        if dirs:
+            tmpl.set(name, " ".join(dirs))
+    sent = Datastore(**{**ds.model_dump(), "template": tmpl.dumps()})
+    root = ET.Element("DS_DRIVER_ACTION_DATA")
+    root.append(image_xml(image, uname=uname, gname=gname, datastore=ds.name))
+    root.append(datastore_xml(sent, uname="oneadmin", gname="oneadmin"))
+    return base64.b64encode(to_string(root).encode()).decode()
 
 
 def template_xml(t: VMTemplate, *, uname: str, gname: str) -> ET.Element:

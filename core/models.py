@@ -112,7 +112,33 @@ class Image(SQLModel, table=True):
     datastore_id: int = DEFAULT_DATASTORE_ID
     regtime: int = Field(default_factory=now)
     running_vms: int = 0
+    # SOURCE was written by the datastore driver (cp, mkfs): deleting the image runs its rm.
+    # False for an image registered in place (DS_MAD dummy, or a SOURCE given).
+    stored: bool = False
     template: str = Field(default="", sa_column=text_column())
+
+
+class ImageJob(SQLModel, table=True):
+    """Datastore driver work for one image (core.datastores): `cp` or `mkfs` fills a LOCKED
+    image, `rm` removes the file of a deleted one.
+
+    Written in the transaction that creates or deletes the image, deleted in the one that
+    records the outcome; a job found `running` at start-up was cut off and runs again.
+    """
+
+    __tablename__ = "image_job"
+    __table_args__ = (Index("ix_image_job_status", "status", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    image_id: int = Field(index=True)
+    datastore_id: int
+    action: str  # cp, mkfs, rm
+    source: str = Field(default="", sa_column=text_column())  # rm: the file to remove
+    origin_id: int | None = Field(default=None, index=True)  # cp of a clone: the original
+    safe_dir: str = Field(default="", sa_column=text_column())  # cp of a clone: its store
+    status: str = "pending"  # pending, running
+    attempts: int = 0
+    created: int = Field(default_factory=now)
+    started: int = 0
 
 
 class VMTemplate(SQLModel, table=True):

@@ -13,7 +13,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# DEFAULT_DS_MAD = dummy: the suite registers images with made-up paths, used in place
+# (tests/e2e/test_datastores.py asks for the fs driver). LOCALHOST_VMM = dummy: localhost
+# pretends (tests/e2e/test_localhost.py lets `auto` choose qemu)
 FAST_CONF = """
+DEFAULT_DS_MAD = dummy
+LOCALHOST_VMM = dummy
 SCHED_INTERVAL = 1
 MAX_DISPATCH = 50
 MAX_HOST = 50

@@ -1,23 +1,35 @@
-"""Images, datastores and VM templates: what users register before creating VMs."""
+"""Images, datastores and VM templates: what users register before creating VMs.
+
+An image registered in a datastore whose DS_MAD is a driver (`fs`) starts LOCKED with an
+ImageJob (`cp` of its PATH, `mkfs` of an empty DATABLOCK) that the daemon runs
+(core.datastores); DS_MAD `dummy` registers it in place, READY at once, as does a SOURCE
+given in the template.
+"""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from core import template
+from core.datastores import DATASTORES, ERROR, IN_PLACE, copies
 from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from core.models import (
     DEFAULT_DATASTORE_ID,
     IMAGE_DISABLED,
+    IMAGE_ERROR,
+    IMAGE_LOCKED,
     IMAGE_READY,
     IMAGE_USED,
     SYSTEM_DATASTORE_ID,
     Datastore,
     Image,
+    ImageJob,
     VMTemplate,
 )
 from core.service import tokens
@@ -28,12 +40,19 @@ IMAGE_TYPES = {"OS": 0, "CDROM": 1, "DATABLOCK": 2}
 
 
 def bootstrap_datastores(cloud: Cloud) -> None:
+    """The system and default datastores, on first start; the default one's DS_MAD is
+    nubo.conf's DEFAULT_DS_MAD (an existing row keeps its own)."""
+    ds_mad = _ds_mad(cloud, cloud.config.default_ds_mad, "nubo.conf: DEFAULT_DS_MAD: ")
     with cloud.session() as s:
         if s.get(Datastore, SYSTEM_DATASTORE_ID) is None:
             s.add(Datastore(id=SYSTEM_DATASTORE_ID, name="system", system=True,
                             base_path=cloud.config.datastores + "/0"))
-            s.add(Datastore(id=DEFAULT_DATASTORE_ID, name="default",
+            s.add(Datastore(id=DEFAULT_DATASTORE_ID, name="default", ds_mad=ds_mad,
                             base_path=cloud.config.datastores + "/1"))
+            s.flush()
+        if s.get_bind().dialect.name == "postgresql":  # ids given above leave it behind
+            s.execute(text("SELECT setval(pg_get_serial_sequence('datastore', 'id'), "
+                           "(SELECT MAX(id) FROM datastore))"))
 
 
 def _name(tmpl: template.Template, kind: str) -> str:
@@ -48,24 +67,24 @@ def create_image(cloud: Cloud, caller: Caller, *, text: str,
                  token: str = "", fingerprint: str = "") -> int:
     """Register an image. Without a NAME, `name_from_id` (a format string with `{id}`)
     names it after its id. With a `token` the call is idempotent (core.service.tokens)."""
-    tmpl = template.parse(text)
-    name = (tmpl.get("NAME") or "").strip() if name_from_id else _name(tmpl, "image")
-    type_name = (tmpl.get("TYPE") or "OS").upper()
-    if type_name not in IMAGE_TYPES:
-        raise InvalidRequest(f"image TYPE must be one of {', '.join(IMAGE_TYPES)}, not {type_name}")
-    path = tmpl.get("PATH") or ""
-    source = tmpl.get("SOURCE") or path
-    size = tmpl.get("SIZE") or "0"
-    if not size.isdigit():
-        raise InvalidRequest(f"image SIZE must be a number of MB, not {size!r}")
-    if not source and type_name != "DATABLOCK":
-        raise InvalidRequest("an OS or CDROM image needs a PATH (or SOURCE)")
-    if type_name == "DATABLOCK" and not source and int(size) <= 0:
-        raise InvalidRequest("an empty DATABLOCK image needs a SIZE in MB")
-    size_mb = int(size)
-    if path and not path.startswith(("http://", "https://")) and Path(path).is_file():
-        size_mb = size_mb or max(1, Path(path).stat().st_size >> 20)
-    persistent = (tmpl.get("PERSISTENT") or "NO").upper() in ("YES", "TRUE", "1")
+    return _register(cloud, caller, template.parse(text), datastore_id=datastore_id,
+                     name_from_id=name_from_id, token=token, fingerprint=fingerprint)
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """The image a clone copies: its id, and its datastore's dir when the datastore
+    stored its file there (the copy may read it, restricted dirs or not)."""
+
+    image_id: int
+    safe_dir: str
+
+
+def _register(cloud: Cloud, caller: Caller, tmpl: template.Template, *, datastore_id: int,
+              name_from_id: str, token: str, fingerprint: str,
+              origin: _Origin | None = None) -> int:
+    image = _checked(tmpl, named=not name_from_id)
+    name = image.name
     if token:
         done = tokens.earlier(cloud, caller, token=token, kind="image", fingerprint=fingerprint)
         if done is not None:
@@ -74,28 +93,15 @@ def create_image(cloud: Cloud, caller: Caller, *, text: str,
         with cloud.session() as s:
             request = tokens.record(s, caller, token=token, kind="image",
                                     fingerprint=fingerprint) if token else None
-            ds = s.get(Datastore, datastore_id)
-            if ds is None:
-                raise NotFound("datastore", datastore_id)
-            if ds.system:
-                raise InvalidRequest(f"datastore {ds.name} is a system datastore; images go "
-                                     "elsewhere")
-            if name:
-                dup = s.exec(select(Image).where(Image.uid == caller.uid,
-                                                 Image.name == name)).first()
-                if dup is not None:
-                    raise Conflict(f"you already have an image named {name} (id {dup.id})")
-            if not source:  # an empty datablock: its place in the datastore (OpenNebula's SOURCE)
-                source = f"{ds.base_path}/{uuid.uuid4().hex}"
-            image = Image(
-                name=name or f"~{uuid.uuid4().hex}", uid=caller.uid, gid=caller.gid,
-                type=IMAGE_TYPES[type_name], persistent=persistent, path=path, source=source,
-                size_mb=size_mb, fstype=tmpl.get("FSTYPE") or "", datastore_id=datastore_id,
-                template=tmpl.dumps(),
-            )
+            copy = _place(s, caller, image, tmpl, _image_datastore(s, datastore_id))
             s.add(image)
             s.flush()
             assert image.id is not None
+            if copy:
+                s.add(ImageJob(image_id=image.id, datastore_id=datastore_id,
+                               action="cp" if image.path else "mkfs",
+                               origin_id=origin.image_id if origin else None,
+                               safe_dir=origin.safe_dir if origin else ""))
             if not name:
                 image.name = name_from_id.format(id=image.id)
                 tmpl.set("NAME", image.name)
@@ -103,7 +109,7 @@ def create_image(cloud: Cloud, caller: Caller, *, text: str,
             if request is not None:
                 request.first_id = image.id
                 s.add(request)
-            return image.id
+            image_id = image.id
     except IntegrityError:
         if token:
             done = tokens.earlier(cloud, caller, token=token, kind="image",
@@ -111,6 +117,63 @@ def create_image(cloud: Cloud, caller: Caller, *, text: str,
             if done is not None:
                 return done.first_id
         raise
+    if copy:
+        cloud.wakeups.notify(DATASTORES)
+    return image_id
+
+
+def _checked(tmpl: template.Template, *, named: bool) -> Image:
+    """An image row from its template, attributes checked; not yet owned nor placed."""
+    name = _name(tmpl, "image") if named else (tmpl.get("NAME") or "").strip()
+    type_name = (tmpl.get("TYPE") or "OS").upper()
+    if type_name not in IMAGE_TYPES:
+        raise InvalidRequest(f"image TYPE must be one of {', '.join(IMAGE_TYPES)}, not {type_name}")
+    path = tmpl.get("PATH") or ""
+    size = tmpl.get("SIZE") or "0"
+    if not size.isdigit():
+        raise InvalidRequest(f"image SIZE must be a number of MB, not {size!r}")
+    if not (tmpl.get("SOURCE") or path) and type_name != "DATABLOCK":
+        raise InvalidRequest("an OS or CDROM image needs a PATH (or SOURCE)")
+    if type_name == "DATABLOCK" and not (tmpl.get("SOURCE") or path) and int(size) <= 0:
+        raise InvalidRequest("an empty DATABLOCK image needs a SIZE in MB")
+    return Image(name=name, uid=-1, gid=-1, type=IMAGE_TYPES[type_name], path=path,
+                 persistent=(tmpl.get("PERSISTENT") or "NO").upper() in ("YES", "TRUE", "1"),
+                 size_mb=int(size), fstype=tmpl.get("FSTYPE") or "", template=tmpl.dumps())
+
+
+def _place(s: Session, caller: Caller, image: Image, tmpl: template.Template,
+           ds: Datastore) -> bool:
+    """Give the image its owner and datastore: LOCKED when the datastore's driver copies
+    it in (True), else READY where it is."""
+    if image.name:
+        dup = s.exec(select(Image).where(Image.uid == caller.uid, Image.name == image.name)).first()
+        if dup is not None:
+            raise Conflict(f"you already have an image named {image.name} (id {dup.id})")
+    image.name = image.name or f"~{uuid.uuid4().hex}"  # until it is named after its id
+    image.uid, image.gid, image.datastore_id = caller.uid, caller.gid, ds.id or 0
+    copy = copies(ds) and not tmpl.get("SOURCE")
+    image.state = IMAGE_LOCKED if copy else IMAGE_READY
+    if not copy:
+        image.source = _in_place(tmpl, ds)
+        path = image.path
+        if path and not path.startswith(("http://", "https://")) and Path(path).is_file():
+            image.size_mb = image.size_mb or max(1, Path(path).stat().st_size >> 20)
+    return copy
+
+
+def _image_datastore(s: Session, datastore_id: int) -> Datastore:
+    ds = s.get(Datastore, datastore_id)
+    if ds is None:
+        raise NotFound("datastore", datastore_id)
+    if ds.system:
+        raise InvalidRequest(f"datastore {ds.name} is a system datastore; images go elsewhere")
+    return ds
+
+
+def _in_place(tmpl: template.Template, ds: Datastore) -> str:
+    """The SOURCE of an image registered where it is: its SOURCE, else its PATH, else (an
+    empty datablock) its place in the datastore."""
+    return tmpl.get("SOURCE") or tmpl.get("PATH") or f"{ds.base_path}/{uuid.uuid4().hex}"
 
 
 def clone_image(cloud: Cloud, caller: Caller, *, image_id: int, changes: template.Template,
@@ -118,28 +181,35 @@ def clone_image(cloud: Cloud, caller: Caller, *, image_id: int, changes: templat
     """A new image with the original's contents, kind and size, plus `changes` (NAME,
     PERSISTENT, TYPE, SIZE, other attributes). OpenNebula 4's one.image.clone.
 
-    The copy shares the original's SOURCE until datastore drivers copy image files (the
-    real-hosts issue adds them); every other attribute is the clone's own."""
+    In a datastore with a driver the contents are copied (`cp` from the original's SOURCE,
+    the clone LOCKED meanwhile, the original not deletable); in a `dummy` one the clone
+    shares the original's SOURCE. Every other attribute is the clone's own."""
     original = get_image(cloud, caller, image_id=image_id)
     if original.state not in (IMAGE_READY, IMAGE_USED):
         raise InvalidRequest(f"image {original.name} is not ready to be copied")
+    with cloud.session() as s:
+        ds = _image_datastore(s, original.datastore_id)
+    copy = copies(ds)
     spec = template.Template([
         ("TYPE", next(k for k, v in IMAGE_TYPES.items() if v == original.type)),
-        ("SOURCE", original.source), ("SIZE", str(original.size_mb)),
+        ("PATH" if copy else "SOURCE", original.source), ("SIZE", str(original.size_mb)),
         ("PERSISTENT", "YES" if original.persistent else "NO"),
     ])
     if original.fstype:
         spec.set("FSTYPE", original.fstype)
     spec.merge(changes)
-    return create_image(cloud, caller, text=spec.dumps(), datastore_id=original.datastore_id,
-                        name_from_id=name_from_id, token=token, fingerprint=fingerprint)
+    origin = _Origin(image_id, ds.base_path if original.stored else "") if copy else None
+    return _register(cloud, caller, spec, datastore_id=original.datastore_id,
+                     name_from_id=name_from_id, token=token, fingerprint=fingerprint,
+                     origin=origin)
 
 
 def usable(session: Session, image_id: int, caller: Caller, *, lock: bool = False,
            as_disk: bool = False) -> Image:
     """An image the caller may read and use: its own, or a public one (only its owner
     changes it; `fetch` checks that). `as_disk`: a persistent image is written by the VM
-    using it, so only its owner's VMs may."""
+    using it, so only its owner's VMs may; and one still being copied into its datastore,
+    or whose copy failed, is refused (OpenNebula's acquire_image)."""
     image = session.get(Image, image_id, with_for_update=lock)
     if image is None:
         raise NotFound("image", image_id)
@@ -147,7 +217,19 @@ def usable(session: Session, image_id: int, caller: Caller, *, lock: bool = Fals
         raise Forbidden(f"user {caller.name} is not authorized to use image {image_id}")
     if as_disk and image.persistent and not caller.owns(image.uid):
         raise Forbidden(f"image {image.name} is persistent: only its owner's VMs use it")
+    if as_disk:
+        copied(image)
     return image
+
+
+def copied(image: Image) -> None:
+    """Refuse an image that is LOCKED (being copied into its datastore) or in ERROR."""
+    if image.state == IMAGE_LOCKED:
+        raise InvalidRequest(f"image {image.id} is being copied into its datastore: use it "
+                             "once it is READY")
+    if image.state == IMAGE_ERROR:
+        error = template.parse(image.template).get(ERROR) or "no reason recorded"
+        raise InvalidRequest(f"image {image.id} failed: {error}")
 
 
 def get_image(cloud: Cloud, caller: Caller, *, image_id: int) -> Image:
@@ -188,11 +270,26 @@ def find_image(cloud: Cloud, caller: Caller, *, ref: str) -> int:
 
 
 def delete_image(cloud: Cloud, caller: Caller, *, image_id: int) -> None:
+    """Delete the image; the datastore driver's `rm` removes the file it stored (never an
+    image registered in place). A copy under way finishes first and is then removed."""
     with cloud.session() as s:
-        image = fetch(s, Image, image_id, caller, "image")
+        image = fetch(s, Image, image_id, caller, "image", lock=True)
         if image.running_vms > 0:
             raise Conflict(f"image {image.name} is used by {image.running_vms} VM(s)")
+        if s.exec(select(ImageJob.id).where(ImageJob.origin_id == image_id)).first():
+            raise Conflict(f"image {image.name} is being cloned: delete it once the copy "
+                           "is done")
+        job = s.exec(select(ImageJob).where(ImageJob.image_id == image_id)
+                     .with_for_update()).first()
+        if job is not None and job.status == "pending":
+            s.delete(job)  # nothing ran yet
+        remove = image.stored and bool(image.source)
+        if remove:
+            s.add(ImageJob(image_id=image_id, datastore_id=image.datastore_id, action="rm",
+                           source=image.source))
         s.delete(image)
+    if remove:
+        cloud.wakeups.notify(DATASTORES)
 
 
 def enable_image(cloud: Cloud, caller: Caller, *, image_id: int, enable: bool) -> None:
@@ -200,6 +297,9 @@ def enable_image(cloud: Cloud, caller: Caller, *, image_id: int, enable: bool) -
         image = fetch(s, Image, image_id, caller, "image")
         if image.state == IMAGE_USED:
             raise Conflict(f"image {image.name} is in use")
+        if image.state in (IMAGE_LOCKED, IMAGE_ERROR):
+            raise Conflict(f"image {image.name} is {'LOCKED' if image.state == IMAGE_LOCKED else 'in ERROR'}"
+                           ": only a READY or DISABLED image is enabled or disabled")
         image.state = IMAGE_READY if enable else IMAGE_DISABLED
         s.add(image)
 
@@ -273,11 +373,11 @@ def create_datastore(cloud: Cloud, caller: Caller, *, text: str) -> int:
     tmpl = template.parse(text)
     name = _name(tmpl, "datastore")
     tm_mad = _tm_mad(cloud, tmpl.get("TM_MAD") or "dummy")
+    ds_mad = _ds_mad(cloud, tmpl.get("DS_MAD") or "fs")
     with cloud.session() as s:
         if s.exec(select(Datastore).where(Datastore.name == name)).first() is not None:
             raise Conflict(f"datastore {name} already exists")
-        ds = Datastore(name=name, ds_mad=tmpl.get("DS_MAD") or "fs", tm_mad=tm_mad,
-                       template=tmpl.dumps())
+        ds = Datastore(name=name, ds_mad=ds_mad, tm_mad=tm_mad, template=tmpl.dumps())
         s.add(ds)
         s.flush()
         assert ds.id is not None
@@ -300,7 +400,7 @@ def update_datastore(cloud: Cloud, caller: Caller, *, datastore_id: int, text: s
             raise NotFound("datastore", datastore_id)
         tmpl = template.updated(ds.template, new, merge=merge)
         ds.tm_mad = _tm_mad(cloud, tmpl.get("TM_MAD") or ds.tm_mad)
-        ds.ds_mad = tmpl.get("DS_MAD") or ds.ds_mad
+        ds.ds_mad = _ds_mad(cloud, tmpl.get("DS_MAD") or ds.ds_mad)
         ds.template = tmpl.dumps()
         s.add(ds)
 
@@ -310,6 +410,15 @@ def _tm_mad(cloud: Cloud, tm_mad: str) -> str:
     if "/" in tm_mad or tm_mad.startswith(".") or not folder.is_dir():
         raise InvalidRequest(f"no TM driver {tm_mad!r}: {folder} does not exist")
     return tm_mad
+
+
+def _ds_mad(cloud: Cloud, ds_mad: str, context: str = "") -> str:
+    """`dummy` (images used in place), or a folder of datastore actions."""
+    folder = cloud.config.remotes / "datastore" / ds_mad
+    if ds_mad != IN_PLACE and ("/" in ds_mad or ds_mad.startswith(".") or not folder.is_dir()):
+        raise InvalidRequest(f"{context}no DS driver {ds_mad!r}: {folder} does not exist "
+                             f"(or use {IN_PLACE}: images registered in place)")
+    return ds_mad
 
 
 def delete_datastore(cloud: Cloud, caller: Caller, *, datastore_id: int) -> None:
@@ -323,6 +432,8 @@ def delete_datastore(cloud: Cloud, caller: Caller, *, datastore_id: int) -> None
             raise Forbidden(f"datastore {ds.name} is built in")
         if s.exec(select(Image.id).where(Image.datastore_id == datastore_id)).first() is not None:
             raise Conflict(f"datastore {ds.name} still holds images")
+        if s.exec(select(ImageJob.id).where(ImageJob.datastore_id == datastore_id)).first():
+            raise Conflict(f"datastore {ds.name} is still removing image files")
         s.delete(ds)
 
 

@@ -98,6 +98,7 @@ def _resolve_disks(session: Session, caller: Caller, tmpl: template.Template) ->
             image = session.exec(query).first()
             if image is None:
                 raise NotFound("image", disk["IMAGE"])
+            image_service.copied(image)  # not LOCKED (being copied) nor in ERROR
         if image is not None:
             disks_service.fill_from_image(disk, image)
             used.append(image)

@@ -15,7 +15,9 @@ VM_TEXT = 'NAME = "web"\nMEMORY = 256\nCPU = 0.5\n'
 
 
 def make_cloud(db_url: str, var: Path, **settings: Any) -> Cloud:
-    """Schema, admin and datastores on `db_url`; dispose of `cloud.engine` when done."""
+    """Schema, admin and datastores on `db_url`; dispose of `cloud.engine` when done. The
+    default datastore registers images in place (DS_MAD dummy) unless `settings` say."""
+    settings.setdefault("default_ds_mad", "dummy")
     cfg = Config(var=var, db=db_url, **settings)
     (cfg.remotes / "im" / "dummy.d").mkdir(parents=True, exist_ok=True)
     (cfg.remotes / "vmm" / "dummy").mkdir(parents=True, exist_ok=True)
