@@ -67,6 +67,22 @@ __all__ = [
 ]
 
 
+STOP_GRACE = 3.0  # seconds between SIGTERM and SIGKILL: a script's traps clean up
+
+
+async def _stop_group(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM to the action's process group (its traps remove partial files), then
+    SIGKILL to whatever is left of the group once the script ended or STOP_GRACE passed."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(STOP_GRACE):
+            await proc.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
 class LocalRunner(RunnerBase):
     """Runs remotes_dir/<kind>/<driver>/<action> as a subprocess of the front-end."""
 
@@ -107,9 +123,7 @@ class LocalRunner(RunnerBase):
             return failure(RC_TIMEOUT, f"timed out after {timeout:g} s", err.text)
         finally:
             if proc.returncode is None:  # timed out or cancelled: the whole group goes
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+                await _stop_group(proc)
         err.close()
         return DriverResult(rc, out.decode(errors="replace"), err.text)
 

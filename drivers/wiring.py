@@ -44,9 +44,11 @@ class DriverSet:
             known_hosts=os.path.expanduser(cfg.ssh_known_hosts) if cfg.ssh_known_hosts else None,
             remote_dir=cfg.scripts_remote_dir,
         )
+        env = {"NUBO_VAR": str(cfg.var)}  # the datastore drivers refuse to copy from it
         # drivers that run on the front-end and ssh to hosts themselves (the transfer
         # manager's) find the operator's ssh_config here (`nubo lab up` writes one)
-        env = {"NUBO_SSH_CONFIG": os.path.expanduser(cfg.ssh_config)} if cfg.ssh_config else None
+        if cfg.ssh_config:
+            env["NUBO_SSH_CONFIG"] = os.path.expanduser(cfg.ssh_config)
         return cls(RunnerPool(cfg.remotes, ssh_defaults=defaults, local_env=env), defaults)
 
     def for_host(self, name: str, attributes: Mapping[str, str], kind: str, driver: str) -> Runner:

@@ -215,6 +215,23 @@ def test_delay_then_timeout_kills_the_process_group(local: LocalRunner, remotes:
     assert not _alive(child)
 
 
+def test_a_timed_out_script_gets_sigterm_first_to_clean_up(local: LocalRunner, remotes: Path,
+                                                           tmp_path: Path) -> None:
+    """A script's TERM trap runs (a copy removes its partial file) before any SIGKILL; one
+    that ignores SIGTERM is killed after the grace period."""
+    part = tmp_path / "image.part"
+    script = ("#!/bin/sh\ntrap 'rm -f \"$1\"; exit 143' TERM\n: > \"$1\"\n"
+              "while :; do sleep 0.05; done\n")
+    write_script(remotes, "datastore/mine/cp", script)
+    result = run(local, "datastore", "mine", "cp", args=[str(part)], timeout=0.5)
+    assert result.rc == 124
+    assert not part.exists()  # the trap ran
+    write_script(remotes, "datastore/stubborn/cp",
+                 "#!/bin/sh\ntrap '' TERM\nwhile :; do sleep 0.05; done\n")
+    result = run(local, "datastore", "stubborn", "cp", args=[], timeout=0.5)
+    assert result.rc == 124  # returned at all: SIGKILL ended the loop that ignores SIGTERM
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
