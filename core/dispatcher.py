@@ -373,7 +373,7 @@ class Dispatcher:
         runner, source_runner = self.host_runner(job), self.host_runner(source)
         vmid, deploy_id = str(job.vm.id), job.vm.deploy_id or f"one-{job.vm.id}"
         timeout = self.cloud.config.driver_timeout
-        if job.recovering and await self._already_done(job, runner, deploy_id, sink) is not None:
+        if job.recovering and await self._migrated(job, source, deploy_id, sink):
             return True, "", None
         doc = job.doc
         receiving = self.drivers.has_action("vmm", driver, "migrate_receive")
@@ -395,6 +395,27 @@ class Dispatcher:
                 sink("I", f"migrate: cancelling the receiver on {target} reported "
                           f"'{undo.error}' (ignored)")
         return result.ok, result.error, None
+
+    async def _migrated(self, job: Job, source: Job, deploy_id: str, sink: LogSink) -> bool:
+        """After a crash: did the interrupted live migration finish? Only when the guest
+        runs on the target and no longer on the source (a receiver still waiting there
+        also polls as running); the copy qemu leaves paused on the source is removed."""
+        states = []
+        for side in (job, source):
+            result = await self.host_runner(side).run(
+                "vmm", job.history.vmm_mad if job.history else "", "poll",
+                [deploy_id, side.hostname, str(job.vm.id), side.hostname], stdin=side.doc,
+                timeout=self.cloud.config.driver_timeout, log=sink)
+            states.append(poll_state(result.stdout) if result.ok else "?")
+        if states[0] != "a" or states[1] not in ("d", ""):
+            return False
+        sink("I", f"{job.hostname} runs the VM and {source.hostname} no longer does: the "
+                  "migration had completed")
+        await self.host_runner(source).run(
+            "vmm", job.history.vmm_mad if job.history else "", "cancel",
+            [deploy_id, source.hostname, str(job.vm.id), source.hostname], stdin=source.doc,
+            timeout=self.cloud.config.driver_timeout, log=sink)
+        return True
 
     @staticmethod
     def _address(host: Host) -> str:

@@ -214,3 +214,24 @@ def test_refusals(nubo: LiveNubo) -> None:
     out = nubo.cli("vm", "migrate", str(vm_id), "m2", check=False)
     assert out.returncode == 1 and "SUSPENDED" in out.stderr and "Traceback" not in out.stderr
     call(nubo, "one.vm.action", "finalize", vm_id)
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["cold", "live"])
+def test_a_daemon_killed_mid_migration_finishes_it(nubo: LiveNubo, live: bool) -> None:
+    """SIGKILL while the driver step runs; after the restart the VM ends RUNNING on the
+    target, deployed once, holding capacity on the target only."""
+    before = usage(nubo, "m1"), usage(nubo, "m2")
+    vm_id = running_vm(nubo, "m1", "DUMMY_DELAY_SAVE = 1.5\nDUMMY_DELAY_MIGRATE = 1.5\n")
+    call(nubo, "one.vm.migrate", vm_id, host_id(nubo, "m2"), live)
+    time.sleep(0.7)  # inside the save (cold) or the send (live)
+    assert state(nubo, vm_id)[1] == ("4" if live else "7")
+    nubo.kill()
+    nubo.start()
+    settled(nubo, vm_id)
+    assert [r["HOSTNAME"] for r in history(nubo, vm_id)] == ["m1", "m2"]
+    record = json.loads((nubo.var / "datastores" / "0" / str(vm_id) / "dummy.json").read_text())
+    assert record["deploys"] == 1 and record["state"] == "running"
+    assert "after a restart of the daemon" in nubo.cli("vm", "log", str(vm_id)).stdout
+    assert usage(nubo, "m1") == before[0] and usage(nubo, "m2")[2] == before[1][2] + 1
+    call(nubo, "one.vm.action", "cancel", vm_id)
+    nubo.wait_vm(vm_id, "DONE")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.live import ROOT, LiveNubo
+from tests.live import FAST_CONF, ROOT, LiveNubo
 from tests.strict import missing
 
 pytestmark = pytest.mark.slow
@@ -25,18 +26,39 @@ def block(language: str, after: str) -> str:
     return found.group(1)
 
 
-def test_first_vm_commands(nubo: LiveNubo, tmp_path: Path) -> None:
-    script = block("sh", "## A first VM")
-    env = nubo.env()
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    result = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, env=env, text=True,
-                            capture_output=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    assert re.search(r"^\s*\d+\s+node1\s", out, re.M), out
-    assert "boot → runn" in out or "pend → runn" in out or "prol" in out, out
-    assert "→ done" in out, out  # the shutdown played out
-    assert "Command execution: vmm/dummy/deploy" in out  # the VM log
+def test_first_vm_commands(tmp_path: Path) -> None:
+    """On what `make run` gives (localhost on qemu, the fs datastore), with short intervals."""
+    conf = FAST_CONF.replace("DEFAULT_DS_MAD = dummy\n", "").replace("LOCALHOST_VMM = dummy\n", "")
+    nubo = LiveNubo(tmp_path / "var", conf=conf)
+    nubo.start()
+    try:
+        script = block("sh", "## A first VM")
+        env = nubo.env()
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+        result = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, env=env, text=True,
+                                capture_output=True, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "Host localhost runs VMs with qemu" in nubo.log_path.read_text()
+        out = result.stdout
+        assert re.search(r"^\s*\d+\s+localhost\s", out, re.M), out
+        assert "lock → rdy" in out, out  # the image copied into the datastore
+        assert "boot → runn" in out or "prol → runn" in out, out
+        assert "→ done" in out, out  # the shutdown played out
+        ok, pool, _ = nubo.rpc().one.vmpool.info(nubo.session, -2, -1, -1, -2)  # DONE too
+        assert ok, pool
+        tiny = re.search(r"<ID>(\d+)</ID>(?:(?!</VM>).)*<NAME>tiny</NAME>", pool, re.S)
+        assert tiny, pool
+        log = nubo.cli("vm", "log", tiny.group(1)).stdout
+        for action in ("deploy", "save", "restore", "shutdown"):
+            assert f"vmm/qemu/{action}" in log, action
+    finally:
+        nubo.stop()
+        for proc in Path("/proc").iterdir():  # a guest a failed run left behind
+            try:
+                if proc.name.isdigit() and str(nubo.var).encode() in (proc / "cmdline").read_bytes():
+                    os.kill(int(proc.name), signal.SIGKILL)
+            except OSError:
+                pass
 
 
 def test_pyone_snippet(nubo: LiveNubo, tmp_path: Path) -> None:

@@ -3,7 +3,8 @@ only, Python 3.8+: it runs on the hosts.
 
 Actions, with their arguments before the appended `<vmid> <host>` (the VM's XML on stdin):
   deploy <deployment file> <host>        start qemu; prints the deploy id `one-<vmid>`
-  shutdown <deploy_id> <host>            ACPI power button, then force after SHUTDOWN_TIMEOUT
+  shutdown <deploy_id> <host>            ACPI power button (every 5 s), then force after
+                                         SHUTDOWN_TIMEOUT
   cancel <deploy_id> <host>              stop qemu at once
   reboot | reset <deploy_id> <host>      reset the machine (QMP system_reset)
   save <deploy_id> <checkpoint> <host>   memory to the checkpoint file, then stop qemu
@@ -53,6 +54,7 @@ ERROR_END = "ERROR MESSAGE ------>8--"
 DEFAULT_DS_LOCATION = "/var/lib/one/datastores"
 QEMU = os.environ.get("NUBO_QEMU", "qemu-system-x86_64")
 SHUTDOWN_TIMEOUT = float(os.environ.get("NUBO_SHUTDOWN_TIMEOUT", "60"))
+POWERDOWN_REPEAT = 5.0  # seconds between presses of the power button
 QMP_TIMEOUT = 30.0
 MIGRATION_TIMEOUT = float(os.environ.get("NUBO_MIGRATION_TIMEOUT", "600"))
 # where a migration target listens: every address (the source reaches it by the host's
@@ -439,15 +441,19 @@ def shutdown(argv: list[str], doc: ET.Element) -> str:
     if pid_of(run) is None:
         unplug_taps(vm)
         return ""
+    deadline = time.monotonic() + SHUTDOWN_TIMEOUT
     try:
         with Qmp(run) as qmp:
-            qmp.execute("system_powerdown")
-            # the guest may miss the first press (still booting): press again halfway
-            if not _gone(run, SHUTDOWN_TIMEOUT / 2):
+            # a guest still booting misses a press (nothing listens to the button yet):
+            # press again every few seconds until it goes or the time is up
+            while True:
                 qmp.execute("system_powerdown")
+                left = deadline - time.monotonic()
+                if left <= 0 or _gone(run, min(POWERDOWN_REPEAT, left)):
+                    break
     except DriverError:
         pass  # qemu exited while we spoke to it: that is the goal
-    if not _gone(run, SHUTDOWN_TIMEOUT / 2):
+    if not _gone(run, 0):
         log(f"one-{vm.id} ignored the power button for {SHUTDOWN_TIMEOUT:g} s: forcing it off")
         stop(vm, run)
     unplug_taps(vm)
