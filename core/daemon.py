@@ -1,4 +1,4 @@
-"""The daemon's start-up and its loops: scheduler, dispatcher, monitor, datastores.
+"""The daemon's start-up and its loops: scheduler, dispatcher, monitor, image copies.
 
 `Daemon.start()` migrates the schema, creates the admin and the embedded localhost host
 on first run, finishes what a crash left behind, and starts the loops; front doors run
@@ -19,14 +19,14 @@ from sqlmodel import col, select
 
 from core import db, localhost, scheduler
 from core.config import Config
-from core.datastores import Datastores
 from core.dispatcher import Dispatcher
 from core.drivers import Drivers
 from core.errors import CloudError
+from core.image_copies import ImageCopies
 from core.lifecycle import HostState, VmState
 from core.models import ADMIN_USER_ID, SYSTEM_DATASTORE_ID, VM, Datastore, Host, User
 from core.monitor import Monitor
-from core.service import identity, images
+from core.service import datastores, identity
 from core.service.context import SCHEDULER, Caller, Cloud
 from core.service.transitions import deploy_event, place
 from core.service.vms import ds_location_for
@@ -77,7 +77,7 @@ def prepare(cfg: Config) -> Cloud:
     db.migrate(engine)
     cloud = Cloud(engine=engine, config=cfg)
     identity.bootstrap(cloud, admin_password=admin_password(cfg))
-    images.bootstrap_datastores(cloud)
+    datastores.bootstrap_datastores(cloud)
     if cfg.register_localhost:
         register_localhost(cloud)
     return cloud
@@ -165,7 +165,7 @@ class Daemon:
         self.drivers = drivers
         self.dispatcher = Dispatcher(cloud, drivers)
         self.monitor = Monitor(cloud, drivers)
-        self.datastores = Datastores(cloud, drivers)
+        self.image_copies = ImageCopies(cloud, drivers)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -173,14 +173,14 @@ class Daemon:
         recovered = await anyio.to_thread.run_sync(self.dispatcher.recover)
         if recovered:
             log.warning("resuming %d operation(s) interrupted by the last stop", recovered)
-        copies = await anyio.to_thread.run_sync(self.datastores.recover)
+        copies = await anyio.to_thread.run_sync(self.image_copies.recover)
         if copies:
             log.warning("resuming %d image copy(ies) interrupted by the last stop", copies)
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self.monitor.run(), name="monitor"),
             asyncio.create_task(self._schedule_loop(), name="scheduler"),
-            asyncio.create_task(self.datastores.run(), name="datastores"),
+            asyncio.create_task(self.image_copies.run(), name="image-copies"),
         ]
 
     async def _schedule_loop(self) -> None:
@@ -198,7 +198,7 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.datastores.stop()
+        await self.image_copies.stop()
         await self.dispatcher.drain()
         await self.monitor.drain()
         await self.drivers.close()

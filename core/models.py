@@ -119,7 +119,7 @@ class Image(SQLModel, table=True):
 
 
 class ImageJob(SQLModel, table=True):
-    """Datastore driver work for one image (core.datastores): `cp` or `mkfs` fills a LOCKED
+    """Datastore driver work for one image (core.image_copies): `cp` or `mkfs` fills a LOCKED
     image, `rm` removes the file of a deleted one.
 
     Written in the transaction that creates or deletes the image, deleted in the one that

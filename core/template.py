@@ -216,6 +216,15 @@ def updated(stored: str, new: Template, *, merge: bool) -> Template:
     return current
 
 
+def required_name(t: Template, kind: str) -> str:
+    """The NAME of a `kind` template (an image, a datastore, a VM template), stripped; an
+    InvalidRequest without one."""
+    name = (t.get("NAME") or "").strip()
+    if not name:
+        raise InvalidRequest(f"the {kind} template needs a NAME")
+    return name
+
+
 def _copy(value: Value) -> Value:
     return value if isinstance(value, str) else dict(value)
 

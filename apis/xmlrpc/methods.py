@@ -14,7 +14,7 @@ from apis.xmlrpc.errors import BadCall
 from core import documents
 from core.errors import InvalidRequest
 from core.models import SYSTEM_DATASTORE_ID
-from core.service import hosts, identity, images, logins, migration, vms
+from core.service import datastores, hosts, identity, images, logins, migration, templates, vms
 from core.service.context import Caller, Cloud
 
 Handler = Callable[..., Any]
@@ -208,19 +208,19 @@ def host_sync(cloud: Cloud, caller: Caller) -> int:
 
 @method("one.datastore.allocate", str, optional=(int,))
 def datastore_allocate(cloud: Cloud, caller: Caller, text: str, _cluster: int = -1) -> int:
-    return images.create_datastore(cloud, caller, text=text)
+    return datastores.create_datastore(cloud, caller, text=text)
 
 
 @method("one.datastore.update", int, str, optional=(int,))
 def datastore_update(cloud: Cloud, caller: Caller, ds_id: int, text: str, append: int = 0) -> int:
     """Replace the template, or (append = 1, OpenNebula 4.x) merge into it."""
-    images.update_datastore(cloud, caller, datastore_id=ds_id, text=text, merge=append == 1)
+    datastores.update_datastore(cloud, caller, datastore_id=ds_id, text=text, merge=append == 1)
     return ds_id
 
 
 @method("one.datastore.info", int, optional=(bool,))
 def datastore_info(cloud: Cloud, caller: Caller, ds_id: int, _decrypt: bool = False) -> str:
-    ds, image_ids = images.get_datastore(cloud, caller, datastore_id=ds_id)
+    ds, image_ids = datastores.get_datastore(cloud, caller, datastore_id=ds_id)
     users, groups = identity.owner_names(cloud)
     return xml_text(documents.datastore_xml(ds, uname=users.get(ds.uid, ""),
                                         gname=groups.get(ds.gid, ""), images=image_ids))
@@ -232,12 +232,12 @@ def datastorepool_info(cloud: Cloud, caller: Caller) -> str:
     return xml_text(documents.pool_xml("DATASTORE_POOL", (
         documents.datastore_xml(ds, uname=users.get(ds.uid, ""), gname=groups.get(ds.gid, ""),
                                 images=ids)
-        for ds, ids in images.list_datastores(cloud, caller))))
+        for ds, ids in datastores.list_datastores(cloud, caller))))
 
 
 @method("one.datastore.delete", int)
 def datastore_delete(cloud: Cloud, caller: Caller, ds_id: int) -> int:
-    images.delete_datastore(cloud, caller, datastore_id=ds_id)
+    datastores.delete_datastore(cloud, caller, datastore_id=ds_id)
     return ds_id
 
 
@@ -245,7 +245,7 @@ def datastore_delete(cloud: Cloud, caller: Caller, ds_id: int) -> int:
 
 def _image_doc(cloud: Cloud, image: Any) -> Any:
     users, groups = identity.owner_names(cloud)
-    stores = {ds.id: ds.name for ds, _ in images.list_datastores(cloud, _ADMIN)}
+    stores = {ds.id: ds.name for ds, _ in datastores.list_datastores(cloud, _ADMIN)}
     return documents.image_xml(image, uname=users.get(image.uid, ""),
                                gname=groups.get(image.gid, ""),
                                datastore=stores.get(image.datastore_id, ""))
@@ -269,7 +269,7 @@ def image_info(cloud: Cloud, caller: Caller, image_id: int, _decrypt: bool = Fal
 def imagepool_info(cloud: Cloud, caller: Caller, flag: int, start: int, end: int) -> str:
     found = images.list_images(cloud, caller, flag=flag, start=start, end=end)
     users, groups = identity.owner_names(cloud)
-    stores = {ds.id: ds.name for ds, _ in images.list_datastores(cloud, _ADMIN)}
+    stores = {ds.id: ds.name for ds, _ in datastores.list_datastores(cloud, _ADMIN)}
     return xml_text(documents.pool_xml("IMAGE_POOL", (
         documents.image_xml(i, uname=users.get(i.uid, ""), gname=groups.get(i.gid, ""),
                             datastore=stores.get(i.datastore_id, ""))
@@ -311,13 +311,13 @@ def image_chtype(cloud: Cloud, caller: Caller, image_id: int, type_name: str) ->
 
 @method("one.template.allocate", str)
 def template_allocate(cloud: Cloud, caller: Caller, text: str) -> int:
-    return images.create_template(cloud, caller, text=text)
+    return templates.create_template(cloud, caller, text=text)
 
 
 @method("one.template.info", int, optional=(bool, bool))
 def template_info(cloud: Cloud, caller: Caller, template_id: int, _extended: bool = False,
                   _decrypt: bool = False) -> str:
-    row = images.get_template(cloud, caller, template_id=template_id)
+    row = templates.get_template(cloud, caller, template_id=template_id)
     users, groups = identity.owner_names(cloud)
     return xml_text(documents.template_xml(row, uname=users.get(row.uid, ""),
                                        gname=groups.get(row.gid, "")))
@@ -326,7 +326,7 @@ def template_info(cloud: Cloud, caller: Caller, template_id: int, _extended: boo
 @method("one.templatepool.info", int, int, int)
 def templatepool_info(cloud: Cloud, caller: Caller, flag: int, start: int, end: int) -> str:
     users, groups = identity.owner_names(cloud)
-    rows = images.list_templates(cloud, caller, flag=flag, start=start, end=end)
+    rows = templates.list_templates(cloud, caller, flag=flag, start=start, end=end)
     return xml_text(documents.pool_xml("VMTEMPLATE_POOL", (
         documents.template_xml(r, uname=users.get(r.uid, ""), gname=groups.get(r.gid, ""))
         for r in rows)))
@@ -335,13 +335,13 @@ def templatepool_info(cloud: Cloud, caller: Caller, flag: int, start: int, end: 
 @method("one.template.update", int, str, optional=(int,))
 def template_update(cloud: Cloud, caller: Caller, template_id: int, text: str,
                     merge: int = 0) -> int:
-    images.update_template(cloud, caller, template_id=template_id, text=text, merge=merge == 1)
+    templates.update_template(cloud, caller, template_id=template_id, text=text, merge=merge == 1)
     return template_id
 
 
 @method("one.template.delete", int, optional=(bool,))
 def template_delete(cloud: Cloud, caller: Caller, template_id: int, _images: bool = False) -> int:
-    images.delete_template(cloud, caller, template_id=template_id)
+    templates.delete_template(cloud, caller, template_id=template_id)
     return template_id
 
 

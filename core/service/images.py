@@ -1,8 +1,8 @@
-"""Images, datastores and VM templates: what users register before creating VMs.
+"""Images: the disks users register in a datastore before creating VMs.
 
 An image registered in a datastore whose DS_MAD is a driver (`fs`) starts LOCKED with an
 ImageJob (`cp` of its PATH, `mkfs` of an empty DATABLOCK) that the daemon runs
-(core.datastores); DS_MAD `dummy` registers it in place, READY at once, as does a SOURCE
+(core.image_copies); DS_MAD `dummy` registers it in place, READY at once, as does a SOURCE
 given in the template.
 """
 
@@ -12,13 +12,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from core import template
-from core.datastores import DATASTORES, ERROR, IN_PLACE, copies
 from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from core.image_copies import DATASTORES, ERROR, copies
 from core.models import (
     DEFAULT_DATASTORE_ID,
     IMAGE_DISABLED,
@@ -26,40 +25,15 @@ from core.models import (
     IMAGE_LOCKED,
     IMAGE_READY,
     IMAGE_USED,
-    SYSTEM_DATASTORE_ID,
     Datastore,
     Image,
     ImageJob,
-    VMTemplate,
 )
 from core.service import tokens
 from core.service.access import ALL, fetch, id_range, restrict
 from core.service.context import Caller, Cloud
 
 IMAGE_TYPES = {"OS": 0, "CDROM": 1, "DATABLOCK": 2}
-
-
-def bootstrap_datastores(cloud: Cloud) -> None:
-    """The system and default datastores, on first start; the default one's DS_MAD is
-    nubo.conf's DEFAULT_DS_MAD (an existing row keeps its own)."""
-    ds_mad = _ds_mad(cloud, cloud.config.default_ds_mad, "nubo.conf: DEFAULT_DS_MAD: ")
-    with cloud.session() as s:
-        if s.get(Datastore, SYSTEM_DATASTORE_ID) is None:
-            s.add(Datastore(id=SYSTEM_DATASTORE_ID, name="system", system=True,
-                            base_path=cloud.config.datastores + "/0"))
-            s.add(Datastore(id=DEFAULT_DATASTORE_ID, name="default", ds_mad=ds_mad,
-                            base_path=cloud.config.datastores + "/1"))
-            s.flush()
-        if s.get_bind().dialect.name == "postgresql":  # ids given above leave it behind
-            s.execute(text("SELECT setval(pg_get_serial_sequence('datastore', 'id'), "
-                           "(SELECT MAX(id) FROM datastore))"))
-
-
-def _name(tmpl: template.Template, kind: str) -> str:
-    name = (tmpl.get("NAME") or "").strip()
-    if not name:
-        raise InvalidRequest(f"the {kind} template needs a NAME")
-    return name
 
 
 def create_image(cloud: Cloud, caller: Caller, *, text: str,
@@ -124,7 +98,7 @@ def _register(cloud: Cloud, caller: Caller, tmpl: template.Template, *, datastor
 
 def _checked(tmpl: template.Template, *, named: bool) -> Image:
     """An image row from its template, attributes checked; not yet owned nor placed."""
-    name = _name(tmpl, "image") if named else (tmpl.get("NAME") or "").strip()
+    name = template.required_name(tmpl, "image") if named else (tmpl.get("NAME") or "").strip()
     type_name = (tmpl.get("TYPE") or "OS").upper()
     if type_name not in IMAGE_TYPES:
         raise InvalidRequest(f"image TYPE must be one of {', '.join(IMAGE_TYPES)}, not {type_name}")
@@ -348,143 +322,3 @@ def update_image(cloud: Cloud, caller: Caller, *, image_id: int, name: str | Non
             tmpl.set("SIZE", str(size_mb))
         image.template = tmpl.dumps()
         s.add(image)
-
-
-def list_datastores(cloud: Cloud, caller: Caller) -> list[tuple[Datastore, list[int]]]:
-    with cloud.session() as s:
-        stores = list(s.exec(select(Datastore).order_by(col(Datastore.id))))
-        images: dict[int, list[int]] = {}
-        for image_id, ds_id in s.exec(select(Image.id, Image.datastore_id)):
-            if image_id is not None:
-                images.setdefault(ds_id, []).append(image_id)
-        return [(d, images.get(d.id or 0, [])) for d in stores]
-
-
-def get_datastore(cloud: Cloud, caller: Caller, *, datastore_id: int) -> tuple[Datastore, list[int]]:
-    for ds, images in list_datastores(cloud, caller):
-        if ds.id == datastore_id:
-            return ds, images
-    raise NotFound("datastore", datastore_id)
-
-
-def create_datastore(cloud: Cloud, caller: Caller, *, text: str) -> int:
-    if not caller.admin:
-        raise Forbidden("only members of group oneadmin may create datastores")
-    tmpl = template.parse(text)
-    name = _name(tmpl, "datastore")
-    tm_mad = _tm_mad(cloud, tmpl.get("TM_MAD") or "dummy")
-    ds_mad = _ds_mad(cloud, tmpl.get("DS_MAD") or "fs")
-    with cloud.session() as s:
-        if s.exec(select(Datastore).where(Datastore.name == name)).first() is not None:
-            raise Conflict(f"datastore {name} already exists")
-        ds = Datastore(name=name, ds_mad=ds_mad, tm_mad=tm_mad, template=tmpl.dumps())
-        s.add(ds)
-        s.flush()
-        assert ds.id is not None
-        ds.base_path = f"{cloud.config.datastores}/{ds.id}"
-        return ds.id
-
-
-def update_datastore(cloud: Cloud, caller: Caller, *, datastore_id: int, text: str,
-                     merge: bool = False) -> None:
-    """Replace a datastore's template, or merge `text` into it (OpenNebula's
-    one.datastore.update): TM_MAD and DS_MAD in it choose its drivers from then on; the
-    system datastore's TM_MAD is the one that makes each VM's directory, context CD and
-    swap."""
-    if not caller.admin:
-        raise Forbidden("only members of group oneadmin may update datastores")
-    new = template.parse(text)
-    with cloud.session() as s:
-        ds = s.get(Datastore, datastore_id, with_for_update=True)
-        if ds is None:
-            raise NotFound("datastore", datastore_id)
-        tmpl = template.updated(ds.template, new, merge=merge)
-        ds.tm_mad = _tm_mad(cloud, tmpl.get("TM_MAD") or ds.tm_mad)
-        ds.ds_mad = _ds_mad(cloud, tmpl.get("DS_MAD") or ds.ds_mad)
-        ds.template = tmpl.dumps()
-        s.add(ds)
-
-
-def _tm_mad(cloud: Cloud, tm_mad: str) -> str:
-    folder = cloud.config.remotes / "tm" / tm_mad
-    if "/" in tm_mad or tm_mad.startswith(".") or not folder.is_dir():
-        raise InvalidRequest(f"no TM driver {tm_mad!r}: {folder} does not exist")
-    return tm_mad
-
-
-def _ds_mad(cloud: Cloud, ds_mad: str, context: str = "") -> str:
-    """`dummy` (images used in place), or a folder of datastore actions."""
-    folder = cloud.config.remotes / "datastore" / ds_mad
-    if ds_mad != IN_PLACE and ("/" in ds_mad or ds_mad.startswith(".") or not folder.is_dir()):
-        raise InvalidRequest(f"{context}no DS driver {ds_mad!r}: {folder} does not exist "
-                             f"(or use {IN_PLACE}: images registered in place)")
-    return ds_mad
-
-
-def delete_datastore(cloud: Cloud, caller: Caller, *, datastore_id: int) -> None:
-    if not caller.admin:
-        raise Forbidden("only members of group oneadmin may delete datastores")
-    with cloud.session() as s:
-        ds = s.get(Datastore, datastore_id)
-        if ds is None:
-            raise NotFound("datastore", datastore_id)
-        if datastore_id in (SYSTEM_DATASTORE_ID, DEFAULT_DATASTORE_ID):
-            raise Forbidden(f"datastore {ds.name} is built in")
-        if s.exec(select(Image.id).where(Image.datastore_id == datastore_id)).first() is not None:
-            raise Conflict(f"datastore {ds.name} still holds images")
-        if s.exec(select(ImageJob.id).where(ImageJob.datastore_id == datastore_id)).first():
-            raise Conflict(f"datastore {ds.name} is still removing image files")
-        s.delete(ds)
-
-
-# --- VM templates ---
-
-def create_template(cloud: Cloud, caller: Caller, *, text: str) -> int:
-    tmpl = template.parse(text)
-    name = _name(tmpl, "VM")
-    with cloud.session() as s:
-        row = VMTemplate(name=name, uid=caller.uid, gid=caller.gid, template=tmpl.dumps())
-        s.add(row)
-        s.flush()
-        assert row.id is not None
-        return int(row.id)
-
-
-def get_template(cloud: Cloud, caller: Caller, *, template_id: int) -> VMTemplate:
-    with cloud.session() as s:
-        return fetch(s, VMTemplate, template_id, caller, "template")
-
-
-def list_templates(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1,
-                   end: int = -1) -> list[VMTemplate]:
-    with cloud.session() as s:
-        query = restrict(select(VMTemplate), VMTemplate, caller, flag)
-        query = id_range(query, VMTemplate, start, end)
-        return list(s.exec(query.order_by(col(VMTemplate.id))))
-
-
-def find_template(cloud: Cloud, caller: Caller, *, ref: str) -> int:
-    if ref.isdigit():
-        return int(ref)
-    with cloud.session() as s:
-        query = restrict(select(VMTemplate).where(VMTemplate.name == ref), VMTemplate, caller)
-        row = s.exec(query).first()
-        if row is None or row.id is None:
-            raise NotFound("template", ref)
-        return int(row.id)
-
-
-def update_template(cloud: Cloud, caller: Caller, *, template_id: int, text: str,
-                    merge: bool = False) -> None:
-    given = template.parse(text)
-    with cloud.session() as s:
-        row = fetch(s, VMTemplate, template_id, caller, "template")
-        new = template.updated(row.template, given, merge=merge)
-        row.name = new.get("NAME") or row.name
-        row.template = new.dumps()
-        s.add(row)
-
-
-def delete_template(cloud: Cloud, caller: Caller, *, template_id: int) -> None:
-    with cloud.session() as s:
-        s.delete(fetch(s, VMTemplate, template_id, caller, "template"))

@@ -36,6 +36,7 @@ from core.models import (
 )
 from core.service import disks as disks_service
 from core.service import images as image_service
+from core.service import templates as template_service
 from core.service import tokens, vnets
 from core.service.access import ALL, fetch, id_range, restrict
 from core.service.context import DISPATCHER, SCHEDULER, Caller, Cloud, vm_log
@@ -202,7 +203,7 @@ def _create_one(s: Session, caller: Caller, base: template.Template, *, hold: bo
 
 def instantiate(cloud: Cloud, caller: Caller, *, template_id: int, name: str = "",
                 hold: bool = False) -> int:
-    row = image_service.get_template(cloud, caller, template_id=template_id)
+    row = template_service.get_template(cloud, caller, template_id=template_id)
     tmpl = template.parse(row.template)
     tmpl.set("TEMPLATE_ID", str(template_id))
     if not name:

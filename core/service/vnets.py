@@ -111,9 +111,7 @@ def _fixed_leases(tmpl: template.Template) -> list[tuple[str, str]]:
 
 def create_vnet(cloud: Cloud, caller: Caller, *, text: str) -> int:
     tmpl = template.parse(text)
-    name = (tmpl.get("NAME") or "").strip()
-    if not name:
-        raise InvalidRequest("the network template needs a NAME")
+    name = template.required_name(tmpl, "network")
     kind = (tmpl.get("TYPE") or ("FIXED" if tmpl.vectors("LEASES") else "RANGED")).upper()
     if kind not in ("RANGED", "FIXED"):
         raise InvalidRequest(f"network TYPE must be RANGED or FIXED, not {kind}")

@@ -7,7 +7,7 @@ from typing import Any
 
 from core import db
 from core.config import Config
-from core.service import identity, images
+from core.service import datastores, identity
 from core.service.context import Caller, Cloud
 
 ADMIN = Caller(uid=0, gid=0, name="oneadmin")
@@ -25,7 +25,7 @@ def make_cloud(db_url: str, var: Path, **settings: Any) -> Cloud:
     db.migrate(engine)
     cloud = Cloud(engine=engine, config=cfg)
     identity.bootstrap(cloud, admin_password="pw")
-    images.bootstrap_datastores(cloud)
+    datastores.bootstrap_datastores(cloud)
     return cloud
 
 

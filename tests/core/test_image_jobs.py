@@ -1,6 +1,7 @@
-"""Image jobs in the database (core.datastores, core.service.images), without a daemon: what
-registering, cloning and deleting queue, the document the driver gets, how an outcome is
-recorded, and what a restart finds. The drivers themselves run in tests/e2e/test_datastores.py.
+"""Image jobs in the database (core.image_copies, core.service.images and .datastores),
+without a daemon: what registering, cloning and deleting queue, the document the driver
+gets, how an outcome is recorded, and what a restart finds. The drivers themselves run in
+tests/e2e/test_datastores.py.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from sqlmodel import col, select
 
 from core import template
 from core.config import Config, apply_text
-from core.datastores import Datastores
 from core.errors import Conflict, InvalidRequest
+from core.image_copies import ImageCopies
 from core.models import IMAGE_ERROR, IMAGE_LOCKED, IMAGE_READY, Datastore, Image, ImageJob
-from core.service import images, vms
+from core.service import datastores, images, vms
 from core.service.context import Cloud
 from tests.core.clouds import ADMIN, make_cloud
 
@@ -43,8 +44,8 @@ def image(cloud: Cloud, image_id: int) -> Image:
     return images.get_image(cloud, ADMIN, image_id=image_id)
 
 
-def worker(cloud: Cloud) -> Datastores:
-    return Datastores(cloud, drivers=None)  # type: ignore[arg-type]  # no driver runs here
+def worker(cloud: Cloud) -> ImageCopies:
+    return ImageCopies(cloud, drivers=None)  # type: ignore[arg-type]  # no driver runs here
 
 
 def sent(cloud: Cloud) -> ET.Element:
@@ -64,15 +65,15 @@ def test_the_settings() -> None:
 
 
 def test_the_default_datastore_takes_default_ds_mad_once(cloud: Cloud) -> None:
-    assert images.get_datastore(cloud, ADMIN, datastore_id=1)[0].ds_mad == "fs"
+    assert datastores.get_datastore(cloud, ADMIN, datastore_id=1)[0].ds_mad == "fs"
     cloud.config.default_ds_mad = "dummy"  # a restart with a new setting
-    images.bootstrap_datastores(cloud)
-    assert images.get_datastore(cloud, ADMIN, datastore_id=1)[0].ds_mad == "fs"
+    datastores.bootstrap_datastores(cloud)
+    assert datastores.get_datastore(cloud, ADMIN, datastore_id=1)[0].ds_mad == "fs"
     cloud.config.default_ds_mad = "nope"
     with pytest.raises(InvalidRequest, match="nubo.conf: DEFAULT_DS_MAD: no DS driver 'nope'"):
-        images.bootstrap_datastores(cloud)
+        datastores.bootstrap_datastores(cloud)
     with pytest.raises(InvalidRequest, match="no DS driver"):
-        images.create_datastore(cloud, ADMIN, text='NAME = "x"\nDS_MAD = "../bin"\n')
+        datastores.create_datastore(cloud, ADMIN, text='NAME = "x"\nDS_MAD = "../bin"\n')
 
 
 def test_registering_queues_cp_or_mkfs_and_locks(cloud: Cloud) -> None:
@@ -89,7 +90,7 @@ def test_registering_queues_cp_or_mkfs_and_locks(cloud: Cloud) -> None:
     with pytest.raises(Conflict, match="LOCKED"):
         images.enable_image(cloud, ADMIN, image_id=copied, enable=True)
 
-    ds = images.create_datastore(cloud, ADMIN, text='NAME = "here"\nDS_MAD = "dummy"\n')
+    ds = datastores.create_datastore(cloud, ADMIN, text='NAME = "here"\nDS_MAD = "dummy"\n')
     here = images.create_image(cloud, ADMIN, text='NAME = "d"\nPATH = "/srv/d.img"\n',
                                datastore_id=ds)
     assert (image(cloud, here).state, image(cloud, here).source) == (IMAGE_READY, "/srv/d.img")
@@ -97,7 +98,7 @@ def test_registering_queues_cp_or_mkfs_and_locks(cloud: Cloud) -> None:
 
 
 def test_the_document_carries_the_restricted_and_safe_dirs(cloud: Cloud) -> None:
-    ds = images.create_datastore(cloud, ADMIN, text=(
+    ds = datastores.create_datastore(cloud, ADMIN, text=(
         'NAME = "guarded"\nDS_MAD = "fs"\nRESTRICTED_DIRS = "/srv /home/x"\n'
         'SAFE_DIRS = "/srv/ok"\n'))
     images.create_image(cloud, ADMIN, text='NAME = "a"\nPATH = "/srv/ok/a.img"\n',
@@ -111,7 +112,7 @@ def test_the_document_carries_the_restricted_and_safe_dirs(cloud: Cloud) -> None
     assert doc.findtext("DATASTORE/TEMPLATE/SAFE_DIRS") == "/srv/ok"
     assert doc.findtext("DATASTORE/BASE_PATH") == f"{cfg.datastores}/{ds}"
     # the datastore's own template is unchanged
-    stored = images.get_datastore(cloud, ADMIN, datastore_id=ds)[0]
+    stored = datastores.get_datastore(cloud, ADMIN, datastore_id=ds)[0]
     assert template.parse(stored.template).get("RESTRICTED_DIRS") == "/srv /home/x"
 
     images.create_image(cloud, ADMIN, text='NAME = "b"\nTYPE = DATABLOCK\nSIZE = 8\n')

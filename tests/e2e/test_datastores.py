@@ -1,4 +1,4 @@
-"""Images copied into an `fs` datastore by a live daemon (core.datastores): registered
+"""Images copied into an `fs` datastore by a live daemon (core.image_copies): registered
 LOCKED, copied in the background by datastore/fs/cp or made by mkfs, READY with the
 driver's SOURCE and SIZE, or ERROR with its message; deleted with rm, cloned with cp;
 refused to VMs while LOCKED; finished after the daemon is killed in the middle of a copy.

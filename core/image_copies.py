@@ -1,9 +1,10 @@
-"""The datastore drivers at work: an image's `cp` or `mkfs` while it is LOCKED, the `rm` of
-a deleted image's file. They run on the front-end, in the daemon, a few at a time.
+"""Image copies: the datastore drivers at work on images, an image's `cp` or `mkfs` while it
+is LOCKED, the `rm` of a deleted image's file. They run on the front-end, in the daemon, a
+few at a time.
 
     core.service.images  create / clone / delete an image, and its ImageJob row, in one
                          transaction; then wake this loop
-    Datastores.run       claims pending jobs and runs, for each,
+    ImageCopies.run      claims pending jobs and runs, for each,
                              datastore/<DS_MAD>/<action> <b64 DS_DRIVER_ACTION_DATA> <image id>
                          cp, mkfs: stdout `SOURCE SIZE_MB` makes the image READY; a failure
                          makes it ERROR with the driver's message (template ERROR)
@@ -66,7 +67,10 @@ class Work:
     data: str  # base64 DS_DRIVER_ACTION_DATA
 
 
-class Datastores:
+class ImageCopies:
+    """The daemon's loop over ImageJob rows: each job's datastore driver action, a few at
+    a time (DS_CONCURRENCY)."""
+
     def __init__(self, cloud: Cloud, drivers: Drivers) -> None:
         self.cloud = cloud
         self.drivers = drivers
