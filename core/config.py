@@ -9,12 +9,16 @@ localhost datastores.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core import template
 from core.errors import InvalidRequest
+
+if TYPE_CHECKING:
+    from core.hooks import Spec
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,9 @@ class Config:
     default_instance_type: str = "m1.small"
     terminated_visible: float = 3600.0  # seconds a finished VM stays in EC2 listings
     ec2_address_pool: str = "198.51.100.0/24"  # CIDR the Elastic IPs come from
+    hooks: tuple[Spec, ...] = ()  # VM_HOOK and HOST_HOOK (core.hooks)
+    hook_concurrency: int = 8  # hook commands run at once
+    hook_timeout: float = 60.0  # seconds before a hook command is stopped
     extra: template.Template = field(default_factory=template.Template)
 
     @property
@@ -129,6 +136,8 @@ _KEYS: dict[str, tuple[str, type]] = {
     "DEFAULT_DS_MAD": ("default_ds_mad", str),
     "DS_CONCURRENCY": ("ds_concurrency", int),
     "DS_TIMEOUT": ("ds_timeout", float),
+    "HOOK_CONCURRENCY": ("hook_concurrency", int),
+    "HOOK_TIMEOUT": ("hook_timeout", float),
     "EC2_REGION": ("ec2_region", str),
     "EC2_PATH": ("ec2_path", str),
     "EC2_RATE": ("ec2_rate", float),
@@ -154,7 +163,12 @@ def load(var: Path | None = None, path: Path | None = None) -> Config:
     return cfg
 
 
+# `HOST HOOK = [` as the seed's slides print it (a space for the underscore)
+_SPACED_HOOK = re.compile(r"(?im)^(\s*)(HOST|VM) HOOK(\s*=)")
+
+
 def apply_text(cfg: Config, text: str, *, source: str = "nubo.conf") -> None:
+    text = _SPACED_HOOK.sub(r"\1\2_HOOK\3", text)
     try:
         parsed = template.parse(text)
     except InvalidRequest as exc:
@@ -175,6 +189,11 @@ def apply_text(cfg: Config, text: str, *, source: str = "nubo.conf") -> None:
             cfg.terminated_visible = _convert(name, value, float, source)
         elif name == "REGISTER_LOCALHOST" and isinstance(value, str):
             cfg.register_localhost = value.upper() in ("YES", "TRUE", "1")
+        elif name in ("VM_HOOK", "HOST_HOOK") and isinstance(value, dict):
+            from core import hooks  # it renders documents, which read the configuration
+
+            resource = "vm" if name == "VM_HOOK" else "host"
+            cfg.hooks = (*cfg.hooks, hooks.spec(resource, value, where=f"{source}: "))
         else:
             cfg.extra.add(name, value)
 

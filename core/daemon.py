@@ -22,11 +22,13 @@ from core.config import Config
 from core.dispatcher import Dispatcher
 from core.drivers import Drivers
 from core.errors import CloudError
+from core.hook_runs import HookRuns
 from core.image_copies import ImageCopies
 from core.lifecycle import HostState, VmState
 from core.models import ADMIN_USER_ID, SYSTEM_DATASTORE_ID, VM, Datastore, Host, User
 from core.monitor import Monitor
 from core.service import datastores, identity
+from core.service import hooks as hook_service
 from core.service.context import SCHEDULER, Caller, Cloud
 from core.service.transitions import deploy_event, place
 from core.service.vms import ds_location_for
@@ -78,6 +80,7 @@ def prepare(cfg: Config) -> Cloud:
     cloud = Cloud(engine=engine, config=cfg)
     identity.bootstrap(cloud, admin_password=admin_password(cfg))
     datastores.bootstrap_datastores(cloud)
+    hook_service.load_conf_hooks(cloud)
     if cfg.register_localhost:
         register_localhost(cloud)
     return cloud
@@ -166,6 +169,7 @@ class Daemon:
         self.dispatcher = Dispatcher(cloud, drivers)
         self.monitor = Monitor(cloud, drivers)
         self.image_copies = ImageCopies(cloud, drivers)
+        self.hook_runs = HookRuns(cloud, drivers)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -176,11 +180,15 @@ class Daemon:
         copies = await anyio.to_thread.run_sync(self.image_copies.recover)
         if copies:
             log.warning("resuming %d image copy(ies) interrupted by the last stop", copies)
+        runs = await anyio.to_thread.run_sync(self.hook_runs.recover)
+        if runs:
+            log.warning("running again %d hook(s) interrupted by the last stop", runs)
         self._tasks = [
             asyncio.create_task(self.dispatcher.run(), name="dispatcher"),
             asyncio.create_task(self.monitor.run(), name="monitor"),
             asyncio.create_task(self._schedule_loop(), name="scheduler"),
             asyncio.create_task(self.image_copies.run(), name="image-copies"),
+            asyncio.create_task(self.hook_runs.run(), name="hook-runs"),
         ]
 
     async def _schedule_loop(self) -> None:
@@ -198,6 +206,7 @@ class Daemon:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.hook_runs.stop()
         await self.image_copies.stop()
         await self.dispatcher.drain()
         await self.monitor.drain()

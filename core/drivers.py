@@ -32,6 +32,15 @@ class Runner(Protocol):
         stdin: bytes | None = None, timeout: float = 60.0, log: LogFn | None = None,
     ) -> Result: ...
 
+    async def execute(
+        self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float = 60.0,
+        log: LogFn | None = None, env: Mapping[str, str] | None = None,
+    ) -> Result:
+        """`argv` as it is, where the runner runs: argv[0] an absolute path outside the
+        remotes tree (a hook's command), no shell, `env` added to the environment. Same
+        protocol as run(); 127 when the command is missing, 126 when argv is refused."""
+        ...
+
 
 class Drivers(Protocol):
     """Runners per host, plus the front-end's own (TM actions run there)."""

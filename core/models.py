@@ -375,3 +375,45 @@ class MixinMember(SQLModel, table=True):
     mixin_id: int = Field(foreign_key="user_mixin.id", index=True)
     kind: str  # vm, image, vnet
     object_id: int
+
+
+class Hook(SQLModel, table=True):
+    """A VM_HOOK or HOST_HOOK (core.hooks): a command run when a VM or host enters a state.
+
+    `origin` is `conf` for the hooks of nubo.conf (replaced at each start) and `api` for
+    those created at runtime (CLI, XML-RPC), which stay until deleted."""
+
+    __table_args__ = (UniqueConstraint("resource", "name"), NO_REUSE)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    resource: str  # vm, host
+    on: str  # CREATE, RUNNING, ... CUSTOM (upper case)
+    command: str = Field(sa_column=text_column())
+    arguments: str = Field(default="", sa_column=text_column())
+    remote: bool = False
+    state: int = -1  # CUSTOM: the VM state and LCM state it fires on (-1: any)
+    lcm_state: int = -1
+    origin: str = "api"
+    created: int = Field(default_factory=now)
+
+
+class HookRun(SQLModel, table=True):
+    """One execution of a hook, queued in the transaction of the event that fired it and
+    run by core.hook_runs; the row stays as the hook's log (`nubo hook log`)."""
+
+    __tablename__ = "hook_run"
+    __table_args__ = (Index("ix_hook_run_status", "status", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    hook_id: int = Field(index=True)
+    hook_name: str
+    resource: str  # vm, host
+    object_id: int = Field(index=True)
+    event: str
+    argv: str = Field(default="", sa_column=text_column())  # JSON list, variables replaced
+    host: str = ""  # remote hooks: where it runs
+    status: str = "pending"  # pending, running, done, failed
+    rc: int | None = None
+    output: str = Field(default="", sa_column=text_column())  # stdout and stderr, trimmed
+    created: float = Field(default_factory=time.time)
+    started: float = 0.0
+    finished: float = 0.0

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 from sqlmodel import col, select
 
-from core import documents, template
+from core import documents, hooks, template
 from core.drivers import Drivers
 from core.errors import InvalidRequest, InvalidState
 from core.lifecycle import Event, HostState, LcmState, VmState
@@ -185,7 +185,8 @@ class Monitor:
             host = s.get(Host, host_id, with_for_update=True)
             if host is None or self._stale(host, seen):
                 return
-            if host.state != HostState.DISABLED:
+            if host.state not in (HostState.DISABLED, HostState.ERROR):
+                hooks.fire_host(s, host, "ERROR", prev_state=host.state)
                 host.state = HostState.ERROR
             host.error = message or "monitoring failed"
             host.last_mon_time = now()

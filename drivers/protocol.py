@@ -1,4 +1,5 @@
-"""OpenNebula's driver protocol as a runner sees it, and the run() every runner shares.
+"""OpenNebula's driver protocol as a runner sees it, and the run() and execute() every
+runner shares.
 
 An action is an executable in any language. Its argv is positional (reference §1-3), the
 object's XML document arrives on stdin, stdout is the result, exit 0 means success, stderr
@@ -6,15 +7,17 @@ carries log lines (`ERROR:`/`DEBUG:`/`INFO:` prefixes set the severity) and, on 
 error block between `ERROR MESSAGE --8<------` and `ERROR MESSAGE ------>8--`.
 
 Driver failures never raise: they come back as a DriverResult (124 timeout, 255 host
-unreachable, 42 script missing). Only programming errors raise.
+unreachable, 42 script missing; for execute(), 126 refused and 127 command missing). Only
+programming errors raise.
 """
 
 from __future__ import annotations
 
 import logging
+import posixpath
 import re
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from core.drivers import LogFn
@@ -24,9 +27,11 @@ ERROR_END = "ERROR MESSAGE ------>8--"
 RC_SCRIPT_MISSING = 42
 RC_TIMEOUT = 124
 RC_NOT_EXECUTABLE = 126
+RC_COMMAND_MISSING = 127
 RC_UNREACHABLE = 255
 PID_TAG = "nubo-pid "  # SshRunner's wrapper reports the remote pid on a first stderr line
 SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*\Z")  # path components, hv and netns names
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")  # execute()'s env names
 
 _logger = logging.getLogger("nubo.drivers")
 _LEVELS = {"I": logging.INFO, "E": logging.ERROR, "D": logging.DEBUG}
@@ -146,8 +151,8 @@ class StderrLog:
 
 
 class RunnerBase:
-    """run() for every transport: checks the path, logs the command line and the outcome
-    around the transport's _execute()."""
+    """run() and execute() for every transport: check the request, log the command line and
+    the outcome around the transport's _run_action() or _run_command()."""
 
     async def run(
         self,
@@ -165,14 +170,66 @@ class RunnerBase:
         rel = action_path(kind, driver, action)
         argv = [str(a) for a in args]
         emit(log, "I", f"Command execution: {shlex.join([rel, *argv])}")
-        result = await self._execute(rel, argv, stdin, timeout, log)
-        if result.ok:
-            emit(log, "I", f"{rel} succeeded")
-        else:
-            emit(log, "E", f"{rel} failed: {result.error}")
-        return result
+        return _outcome(log, rel, await self._run_action(rel, argv, stdin, timeout, log))
 
-    async def _execute(
+    async def execute(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        timeout: float = 60.0,
+        log: LogFn | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> DriverResult:
+        """Run `argv` as it is (argv[0] an absolute path, no shell), with `env` over the
+        runner's environment. A refused argv or env is a failure with RC_NOT_EXECUTABLE."""
+        if isinstance(argv, str):
+            raise TypeError("argv must be a sequence of arguments, not a string")
+        words = [str(a) for a in argv]
+        extra = {str(k): str(v) for k, v in (env or {}).items()}
+        emit(log, "I", f"Command execution: {shlex.join(words)}")
+        name = words[0] if words else "command"
+        refused = _refusal(words, extra)
+        if refused is not None:
+            return _outcome(log, name, failure(RC_NOT_EXECUTABLE, refused))
+        return _outcome(log, name, await self._run_command(words, extra, stdin, timeout, log))
+
+    async def _run_action(
         self, rel: str, argv: list[str], stdin: bytes | None, timeout: float, log: LogFn | None
     ) -> DriverResult:
+        """Run remotes/`rel` with `argv`; RC_SCRIPT_MISSING when it is not there."""
         raise NotImplementedError
+
+    async def _run_command(
+        self, argv: list[str], env: dict[str, str], stdin: bytes | None, timeout: float,
+        log: LogFn | None,
+    ) -> DriverResult:
+        """Run the checked `argv` with `env` added; RC_COMMAND_MISSING when argv[0] is not
+        an executable file."""
+        raise NotImplementedError
+
+
+def _outcome(log: LogFn | None, name: str, result: DriverResult) -> DriverResult:
+    if result.ok:
+        emit(log, "I", f"{name} succeeded")
+    else:
+        emit(log, "E", f"{name} failed: {result.error}")
+    return result
+
+
+def _refusal(argv: list[str], env: dict[str, str]) -> str | None:
+    """Why execute() refuses this argv and env, or None."""
+    if not argv:
+        return "cannot execute an empty command line"
+    if not posixpath.isabs(argv[0]):
+        return f"command must be an absolute path, not {argv[0]!r}"
+    if any("\0" in word for word in argv):
+        return f"command line of {argv[0]} contains a NUL byte"
+    for name, value in env.items():
+        if not ENV_NAME.match(name):
+            return f"invalid environment variable name {name!r}"
+        if "\0" in value:
+            return f"environment variable {name} contains a NUL byte"
+    if env and "=" in argv[0]:  # `env NAME=VALUE... CMD` would take CMD for an assignment
+        return f"cannot pass an environment to a command whose path has '=': {argv[0]}"
+    return None

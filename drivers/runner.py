@@ -25,6 +25,7 @@ from drivers.netns import netns_socket
 from drivers.protocol import (
     ERROR_BEGIN,
     ERROR_END,
+    RC_COMMAND_MISSING,
     RC_NOT_EXECUTABLE,
     RC_SCRIPT_MISSING,
     RC_TIMEOUT,
@@ -46,6 +47,7 @@ __all__ = [
     "ERROR_END",
     "HASH_FILE",
     "MANIFEST_FILE",
+    "RC_COMMAND_MISSING",
     "RC_NOT_EXECUTABLE",
     "RC_SCRIPT_MISSING",
     "RC_TIMEOUT",
@@ -84,30 +86,49 @@ async def _stop_group(proc: asyncio.subprocess.Process) -> None:
 
 
 class LocalRunner(RunnerBase):
-    """Runs remotes_dir/<kind>/<driver>/<action> as a subprocess of the front-end."""
+    """Runs remotes_dir/<kind>/<driver>/<action>, or an absolute command (execute), as a
+    subprocess of the front-end."""
 
     def __init__(self, remotes_dir: Path, env: Mapping[str, str] | None = None) -> None:
         self.remotes_dir = Path(remotes_dir)
         self._env = {**os.environ, **env} if env is not None else None
 
-    async def _execute(
+    async def _run_action(
         self, rel: str, argv: list[str], stdin: bytes | None, timeout: float, log: LogFn | None
     ) -> DriverResult:
         path = self.remotes_dir / rel
         if not path.is_file() or not os.access(path, os.X_OK):
             return failure(RC_SCRIPT_MISSING, f"script missing: {path}")
+        return await self._process([str(path), *argv], rel, self._env, stdin, timeout, log)
+
+    async def _run_command(
+        self, argv: list[str], env: dict[str, str], stdin: bytes | None, timeout: float,
+        log: LogFn | None,
+    ) -> DriverResult:
+        command = argv[0]
+        if not os.path.isfile(command) or not os.access(command, os.X_OK):
+            return failure(RC_COMMAND_MISSING, f"command missing: {command}")
+        merged = self._env
+        if env:
+            merged = {**(self._env if self._env is not None else os.environ), **env}
+        return await self._process(argv, command, merged, stdin, timeout, log)
+
+    async def _process(
+        self, argv: list[str], name: str, env: Mapping[str, str] | None, stdin: bytes | None,
+        timeout: float, log: LogFn | None,
+    ) -> DriverResult:
+        """Run argv in its own session; on a timeout or a cancel its whole group goes."""
         try:
             proc = await asyncio.create_subprocess_exec(
-                str(path),
                 *argv,
                 stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env=self._env,
+                env=env,
                 start_new_session=True,
             )
         except OSError as exc:
-            return failure(RC_NOT_EXECUTABLE, f"cannot execute {rel}: {exc.strerror or exc}")
+            return failure(RC_NOT_EXECUTABLE, f"cannot execute {name}: {exc.strerror or exc}")
         assert proc.stdout is not None and proc.stderr is not None
         out = bytearray()
         err = StderrLog(log)

@@ -2,7 +2,8 @@
 
 An action runs as <remote_dir>/<kind>/<driver>/<action> through a fixed wrapper script. The
 remotes tree is synced by content hash (drivers.remotes_tree) and synced again, then the
-action retried once, when the wrapper reports the script missing. A timed-out action is
+action retried once, when the wrapper reports the script missing. execute() runs an
+absolute command of the host through a second wrapper, with no sync. A timed-out command is
 killed with its process group. HostAccess says how to reach a host.
 """
 
@@ -15,7 +16,7 @@ import os
 import posixpath
 import shlex
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,10 @@ import asyncssh
 from core.drivers import LogFn
 from drivers.netns import netns_socket
 from drivers.protocol import (
+    ERROR_BEGIN,
+    ERROR_END,
     PID_TAG,
+    RC_COMMAND_MISSING,
     RC_SCRIPT_MISSING,
     RC_TIMEOUT,
     RC_UNREACHABLE,
@@ -48,6 +52,14 @@ _RUN = (
     'if [ ! -f "$1" ] || [ ! -x "$1" ]; then '
     'echo "nubo: script missing: $1" >&2; exit 42; fi; '
     f'echo "{PID_TAG}$$" >&2; exec "$@"'
+)
+# execute(): `sh -c _EXEC nubo PATH [env NAME=VALUE...] PATH ARGS...` checks PATH, then runs
+# the rest. A missing command gets the error block LocalRunner returns.
+_EXEC = (
+    'if [ ! -f "$1" ] || [ ! -x "$1" ]; then '
+    f"printf '%s\\ncommand missing: %s\\n%s\\n' '{ERROR_BEGIN}' \"$1\" '{ERROR_END}' >&2; "
+    f'exit {RC_COMMAND_MISSING}; fi; '
+    f'echo "{PID_TAG}$$" >&2; shift; exec "$@"'
 )
 _KILL = 'kill -s KILL -- "-$1" 2>/dev/null || kill -s KILL -- "$1" 2>/dev/null; exit 0'
 
@@ -200,28 +212,49 @@ class SshRunner(RunnerBase):
             failed = failure(RC_UNREACHABLE, f"lost connection to {self._where}: {exc}")
             raise SyncFailed(failed) from None
 
-    async def _execute(
+    async def _run_action(
         self, rel: str, argv: list[str], stdin: bytes | None, timeout: float, log: LogFn | None
     ) -> DriverResult:
         command = shlex.join(["sh", "-c", _RUN, "nubo", f"{self.remote_dir}/{rel}", *argv])
+
+        async def synced(conn: asyncssh.SSHClientConnection) -> DriverResult:
+            digest, _ = await self._tree.snapshot()
+            if self._synced != digest:
+                async with self._sync_lock:
+                    if self._synced != digest:
+                        await self._sync(conn, False, log)
+            generation = self._generation
+            result = await self._channel(conn, command, stdin, timeout, log, wrapped=True)
+            if result.rc != RC_SCRIPT_MISSING:
+                return result
+            emit(log, "I", f"{rel} missing on {self.name}: syncing remotes and retrying")
+            async with self._sync_lock:
+                if self._generation == generation:  # nobody re-copied meanwhile
+                    self._tree.invalidate()  # the local tree may have changed too
+                    await self._sync(conn, True, log)
+            return await self._channel(conn, command, stdin, timeout, log, wrapped=True)
+
+        return await self._on_host(synced)
+
+    async def _run_command(
+        self, argv: list[str], env: dict[str, str], stdin: bytes | None, timeout: float,
+        log: LogFn | None,
+    ) -> DriverResult:
+        assignments = [f"{name}={value}" for name, value in env.items()]
+        line = ["env", *assignments, *argv] if assignments else argv
+        command = shlex.join(["sh", "-c", _EXEC, "nubo", argv[0], *line])
+        return await self._on_host(
+            lambda conn: self._channel(conn, command, stdin, timeout, log, wrapped=True)
+        )
+
+    async def _on_host(
+        self, body: Callable[[asyncssh.SSHClientConnection], Awaitable[DriverResult]]
+    ) -> DriverResult:
+        """body(connection), reconnecting once when the connection died before anything ran;
+        an unreachable host is a failure with RC_UNREACHABLE."""
         for attempt in (1, 2):
             try:
-                conn = await self._connect()
-                digest, _ = await self._tree.snapshot()
-                if self._synced != digest:
-                    async with self._sync_lock:
-                        if self._synced != digest:
-                            await self._sync(conn, False, log)
-                generation = self._generation
-                result = await self._channel(conn, command, stdin, timeout, log, wrapped=True)
-                if result.rc != RC_SCRIPT_MISSING:
-                    return result
-                emit(log, "I", f"{rel} missing on {self.name}: syncing remotes and retrying")
-                async with self._sync_lock:
-                    if self._generation == generation:  # nobody re-copied meanwhile
-                        self._tree.invalidate()  # the local tree may have changed too
-                        await self._sync(conn, True, log)
-                return await self._channel(conn, command, stdin, timeout, log, wrapped=True)
+                return await body(await self._connect())
             except _Unavailable as exc:
                 return exc.result
             except _ChannelOpenFailed as exc:

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from apis.xmlrpc import devices as _devices  # noqa: F401 - registers one.vm.attach...
+from apis.xmlrpc import hooks as _hooks  # noqa: F401 - registers one.hook.*
 from apis.xmlrpc import vnets as _vnets  # noqa: F401 - registers one.vn.*
 from apis.xmlrpc.errors import AUTHENTICATION, INTERNAL, XML_RPC_API, BadCall, code_for
 from apis.xmlrpc.methods import METHODS, check_args

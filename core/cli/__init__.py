@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from core.cli import datastores, hosts, images, lab, templates, users, vms, vnets
+from core.cli import datastores, hooks, hosts, images, lab, templates, users, vms, vnets
 from core.cli.client import Client, CliError
 from core.cli.commands import Parser
 from core.cli.output import error
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub.add_parser("serve", help="run the cloud (daemon and front doors) in the foreground")
-    for module in (hosts, vms, images, datastores, templates, users, vnets, lab):
+    for module in (hosts, vms, images, datastores, templates, users, vnets, hooks, lab):
         module.register(sub)
     return parser
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import col, select
 
-from core import template
+from core import hooks, template
 from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from core.lifecycle import HostState, VmState
 from core.models import VM, Host
@@ -55,6 +55,7 @@ def create_host(
         s.flush()
         assert host.id is not None
         host_id = host.id
+        hooks.fire_host(s, host, "CREATE", prev_state=HostState.INIT)
     cloud.wakeups.notify(MONITOR)
     return host_id
 
@@ -106,7 +107,8 @@ def enable_host(cloud: Cloud, caller: Caller, *, host_id: int, enable: bool) -> 
             raise NotFound("host", host_id)
         if enable and host.state == HostState.DISABLED:
             host.state = HostState.INIT
-        elif not enable:
+        elif not enable and host.state != HostState.DISABLED:
+            hooks.fire_host(s, host, "DISABLE", prev_state=host.state)
             host.state = HostState.DISABLED
         host.last_mon_time = 0  # probe it again now
         s.add(host)

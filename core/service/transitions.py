@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, col, select, update
 
-from core import lifecycle, template
+from core import hooks, lifecycle, template
 from core.lifecycle import LcmState, VmState
 from core.models import IMAGE_READY, IMAGE_USED, VM, History, Host, Image, Operation, now
 from core.service import vnets
@@ -66,6 +66,9 @@ def apply(session: Session, vm: VM, event: str, *, message: str | None = None) -
     if before != after:
         line = f"New state is {after} (was {before}, on {event})"
         vm_log(session, vm.id, line, "E" if move.state == VmState.FAILED else "I")
+        entered = hooks.vm_event(vm.state, vm.lcm_state)
+        hooks.fire_vm(session, vm, [entered] if entered else [], prev_state=old_state,
+                      prev_lcm=old_lcm)
     if move.step is not None:
         vm_log(session, vm.id, f"Queued driver work: {move.step.value}")
     return move

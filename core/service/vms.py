@@ -14,7 +14,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select, update
 
-from core import db, expr, lifecycle, template
+from core import db, expr, hooks, lifecycle, template
 from core.errors import (
     Forbidden,
     InvalidRequest,
@@ -198,6 +198,7 @@ def _create_one(s: Session, caller: Caller, base: template.Template, *, hold: bo
         s.execute(update(Image).where(col(Image.id) == image.id).values(
             running_vms=col(Image.running_vms) + 1, state=IMAGE_USED))
     vm_log(s, vm.id, f"New VM {vm.name} created by {caller.name}, state {state.name}")
+    hooks.fire_vm(s, vm, ["CREATE"], prev_state=VmState.INIT, prev_lcm=0)
     return vm.id
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Any
@@ -315,6 +316,118 @@ def test_env_reaches_the_driver(remotes: Path) -> None:
     write_script(remotes, "vmm/mydrv/poll", '#!/bin/sh\necho "STATE=a LABEL=$NUBO_TEST_LABEL"\n')
     runner = LocalRunner(remotes, env={**SYSTEM_PATH, "NUBO_TEST_LABEL": "x1"})
     assert run(runner, "vmm", "mydrv", "poll", args=[]).stdout == "STATE=a LABEL=x1\n"
+
+
+# --- execute: an absolute command outside the tree (OpenNebula hooks) ---------------------
+
+# Prints each argument between <>, stdin and two variables: what the command really got.
+SHOW_ARGS = """#!/bin/sh
+for arg in "$@"; do printf '<%s>\\n' "$arg"; done
+printf 'stdin=%s\\n' "$(cat)"
+printf 'var=%s label=%s\\n' "${NUBO_HOOK_VAR-unset}" "${NUBO_TEST_LABEL-unset}"
+"""
+TRICKY_ARGS = ["one-7", "two words", "it's \"quoted\"", "$HOME", "a; touch pwned", "", "*",
+               "`id`", "line\nbreak", "-n"]
+SHOWN_ARGS = "".join(f"<{arg}>\n" for arg in TRICKY_ARGS)
+
+
+def execute(runner: LocalRunner, argv: list[str], **kw: Any) -> DriverResult:
+    return asyncio.run(runner.execute(argv, **kw))
+
+
+def test_execute_passes_argv_stdin_and_env_intact(remotes: Path, tmp_path: Path) -> None:
+    show = write_script(tmp_path, "hooks bin/show-args", SHOW_ARGS)
+    runner = LocalRunner(remotes, env={**SYSTEM_PATH, "NUBO_TEST_LABEL": "x1"})
+    log = Recorder()
+    result = execute(runner, [str(show), *TRICKY_ARGS], stdin=b"<VM/>", log=log,
+                     env={"NUBO_HOOK_VAR": "a b'c\"$d"})
+    assert (result.rc, result.stderr) == (0, "")
+    assert result.stdout == SHOWN_ARGS + "stdin=<VM/>\nvar=a b'c\"$d label=x1\n"
+    assert not (tmp_path / "pwned").exists() and not Path("pwned").exists()
+    assert log.records == [
+        ("I", f"Command execution: {shlex.join([str(show), *TRICKY_ARGS])}"),
+        ("I", f"{show} succeeded"),
+    ]
+    # env overrides the runner's; no stdin is an empty one; no env adds nothing
+    again = execute(runner, [str(show)], env={"NUBO_TEST_LABEL": "x2"})
+    assert again.stdout == "stdin=\nvar=unset label=x2\n"
+    assert execute(runner, [str(show)]).stdout == "stdin=\nvar=unset label=x1\n"
+
+
+def test_execute_logs_stderr_severities_and_the_error_block(local: LocalRunner,
+                                                           tmp_path: Path) -> None:
+    hook = write_script(tmp_path, "ebtables-kvm", """#!/bin/sh
+echo "INFO: ebtables: rules for $1" >&2
+echo "DEBUG: ebtables: chain $1-in" >&2
+echo "ERROR: ebtables: no bridge" >&2
+printf 'ERROR MESSAGE --8<------\\ncannot set rules for %s\\nERROR MESSAGE ------>8--\\n' "$1" >&2
+exit 4
+""")
+    log = Recorder()
+    result = execute(local, [str(hook), "one 7"], log=log)
+    assert (result.rc, result.error) == (4, "cannot set rules for one 7")
+    assert log.records == [
+        ("I", f"Command execution: {hook} 'one 7'"),
+        ("I", "ebtables: rules for one 7"),
+        ("D", "ebtables: chain one 7-in"),
+        ("E", "ebtables: no bridge"),
+        ("E", f"{hook} failed: cannot set rules for one 7"),
+    ]
+
+
+def test_execute_missing_command_is_127(local: LocalRunner, tmp_path: Path) -> None:
+    log = Recorder()
+    missing = execute(local, [str(tmp_path / "nope"), "x"], log=log)
+    assert (missing.rc, missing.error) == (127, f"command missing: {tmp_path / 'nope'}")
+    assert missing.stderr == error_block(f"command missing: {tmp_path / 'nope'}")
+    assert log.records[-1] == ("E", f"{tmp_path / 'nope'} failed: command missing: {tmp_path / 'nope'}")
+    plain = tmp_path / "plain"
+    plain.write_text("#!/bin/sh\n")
+    assert execute(local, [str(plain)]).rc == 127  # not executable
+    assert execute(local, [str(tmp_path)]).rc == 127  # a directory
+    odd = write_script(tmp_path, "odd", "no shebang, not a program\n")
+    noexec = execute(local, [str(odd)])
+    assert noexec.rc == 126 and noexec.error.startswith(f"cannot execute {odd}: ")
+
+
+@pytest.mark.parametrize(("argv", "env", "error"), [
+    (["ebtables-kvm", "one-7"], None, "command must be an absolute path, not 'ebtables-kvm'"),
+    (["./hook"], None, "command must be an absolute path, not './hook'"),
+    (["/bin/true x"], None, "command missing: /bin/true x"),  # one word, never split
+    ([], None, "cannot execute an empty command line"),
+    (["/bin/echo", "a\0b"], None, "command line of /bin/echo contains a NUL byte"),
+    (["/bin/true"], {"1X": "y"}, "invalid environment variable name '1X'"),
+    (["/bin/true"], {"A-B": "y"}, "invalid environment variable name 'A-B'"),
+    (["/bin/true"], {"A=B": "y"}, "invalid environment variable name 'A=B'"),
+    (["/bin/true"], {"A": "\0"}, "environment variable A contains a NUL byte"),
+    (["/opt/a=b"], {"A": "1"}, "cannot pass an environment to a command whose path has '=': /opt/a=b"),
+])
+def test_execute_refuses_what_it_cannot_run_as_given(
+        local: LocalRunner, argv: list[str], env: dict[str, str] | None, error: str) -> None:
+    log = Recorder()
+    result = execute(local, argv, env=env, log=log)
+    assert (result.rc, result.error) == (127 if "missing" in error else 126, error)
+    assert log.records[-1][0] == "E" and log.records[-1][1].endswith(f" failed: {error}")
+
+
+def test_execute_refuses_a_string_argv(local: LocalRunner) -> None:
+    with pytest.raises(TypeError):
+        execute(local, "/bin/echo hi")  # type: ignore[arg-type]
+
+
+def test_execute_timeout_stops_the_process_group(local: LocalRunner, tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    hook = write_script(tmp_path, "slow-hook",
+                        '#!/bin/sh\nsleep 60 &\necho "$$ $!" > "$1"\nwait\n')
+    started = time.monotonic()
+    result = execute(local, [str(hook), str(pids)], timeout=0.5)
+    assert (result.rc, result.error) == (124, "timed out after 0.5 s")
+    assert time.monotonic() - started < 5
+    for pid in map(int, pids.read_text().split()):  # the hook and its child
+        deadline = time.monotonic() + 2
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not _alive(pid)
 
 
 # --- IM ------------------------------------------------------------------------------------

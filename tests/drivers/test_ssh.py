@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import subprocess
 import time
 import uuid
@@ -14,9 +15,18 @@ from typing import Any, TypeVar
 import pytest
 
 from drivers.lab import Lab, clean_stale
-from drivers.runner import HASH_FILE, DriverResult, HostAccess, RunnerPool, SshRunner, SyncFailed
+from drivers.runner import (
+    HASH_FILE,
+    DriverResult,
+    HostAccess,
+    RunnerPool,
+    SshRunner,
+    SyncFailed,
+    error_block,
+)
 from tests.drivers.conftest import write_script
 from tests.drivers.documents import Recorder, host_document, vm_document
+from tests.drivers.test_local import SHOW_ARGS, SHOWN_ARGS, TRICKY_ARGS
 
 T = TypeVar("T")
 
@@ -282,6 +292,94 @@ def test_a_dropped_connection_is_recreated(lab: Lab, remotes: Path) -> None:
 
     assert with_runner(fresh_access(lab), remotes, body).ok
     assert accepted(lab) - before == 2
+
+
+# --- execute: an absolute command of the host, no remotes sync ----------------------------
+
+
+def host_bin(lab: Lab, name: str = "h1") -> Path:
+    """A fresh directory of the host's own for commands (the lab shares the filesystem)."""
+    return lab.host(name).dir / f"bin-{uuid.uuid4().hex[:8]}"
+
+
+def test_execute_on_the_host_passes_argv_stdin_and_env_intact(lab: Lab, remotes: Path) -> None:
+    show = write_script(host_bin(lab), "show args", SHOW_ARGS + 'echo "over=${SSH_CONNECTION%% *}"\n')
+    access = fresh_access(lab)
+    log = Recorder()
+
+    async def body(runner: SshRunner) -> list[DriverResult]:
+        return [
+            await runner.execute([str(show), *TRICKY_ARGS], stdin=b"<VM/>", log=log,
+                                 env={"NUBO_HOOK_VAR": "a b'c\"$d", "NUBO_TEST_LABEL": "x1"}),
+            await runner.execute([str(show)], timeout=10),
+        ]
+
+    full, bare = with_runner(access, remotes, body)
+    assert (full.rc, full.stderr) == (0, "")
+    assert full.stdout == (SHOWN_ARGS + "stdin=<VM/>\nvar=a b'c\"$d label=x1\n"
+                           "over=10.213.0.10\n")  # ran in an ssh session from the front-end
+    assert bare.stdout == "stdin=\nvar=unset label=unset\nover=10.213.0.10\n"
+    assert log.records == [
+        ("I", f"Command execution: {shlex.join([str(show), *TRICKY_ARGS])}"),
+        ("I", f"{show} succeeded"),
+    ]
+    assert not Path(access.remote_dir).exists()  # nothing was synced
+
+
+def test_execute_on_the_host_logs_severities_and_a_missing_command_is_127(
+        lab: Lab, remotes: Path) -> None:
+    where = host_bin(lab)
+    hook = write_script(where, "hook", '#!/bin/sh\necho "DEBUG: hook: $1" >&2\n'
+                        'echo "ERROR: hook: failed on $1" >&2\nexit 3\n')
+    (where / "plain").write_text("#!/bin/sh\n")
+    log = Recorder()
+
+    async def body(runner: SshRunner) -> list[DriverResult]:
+        return [await runner.execute([str(hook), "one 7"], log=log),
+                await runner.execute([str(where / "nope"), "x"]),
+                await runner.execute([str(where / "plain")]),
+                await runner.execute(["ebtables-kvm"])]
+
+    failed, missing, plain, relative = with_runner(fresh_access(lab), remotes, body)
+    assert (failed.rc, failed.error) == (3, "hook: failed on one 7")
+    assert log.records[1:] == [("D", "hook: one 7"), ("E", "hook: failed on one 7"),
+                               ("E", f"{hook} failed: hook: failed on one 7")]
+    message = f"command missing: {where / 'nope'}"
+    assert (missing.rc, missing.error, missing.stderr) == (127, message, error_block(message))
+    assert (plain.rc, plain.error) == (127, f"command missing: {where / 'plain'}")
+    assert (relative.rc, relative.error) == (
+        126, "command must be an absolute path, not 'ebtables-kvm'")
+
+
+def test_execute_timeout_kills_the_remote_process_group(lab: Lab, remotes: Path) -> None:
+    where = host_bin(lab)
+    pids = where / "pids"
+    hook = write_script(where, "slow", '#!/bin/sh\nsleep 60 &\necho "$$ $!" > "$1"\nwait\n')
+
+    async def body(runner: SshRunner) -> tuple[DriverResult, float, DriverResult]:
+        started = time.monotonic()
+        result = await runner.execute([str(hook), str(pids)], timeout=0.5,
+                                      env={"NUBO_HOOK_VAR": "x"})
+        elapsed = time.monotonic() - started
+        return result, elapsed, await runner.execute(["/bin/true"])  # still usable
+
+    result, elapsed, after = with_runner(fresh_access(lab), remotes, body)
+    assert (result.rc, result.error) == (124, "timed out after 0.5 s")
+    assert elapsed < 3 and after.ok
+    for pid in map(int, pids.read_text().split()):  # the hook and its child
+        deadline = time.monotonic() + 2
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not os.path.exists(f"/proc/{pid}")
+
+
+def test_execute_on_an_unreachable_host_is_255(lab: Lab, remotes: Path) -> None:
+    log = Recorder()
+    result = with_runner(fresh_access(lab, port=2222), remotes,
+                         lambda r: r.execute(["/bin/true"], log=log))
+    error = "cannot reach host h1 (10.213.0.11:2222): Connection refused"
+    assert (result.rc, result.error) == (255, error)
+    assert log.records[-1] == ("E", f"/bin/true failed: {error}")
 
 
 def test_lab_removes_namespaces_left_by_dead_runs(lab: Lab) -> None:

@@ -606,7 +606,10 @@ def migrate(argv: list[str], doc: ET.Element) -> str:
     run = _running(vm, vm.directory(back=2))
     what = f"migrating one-{vm.id} to {argv[1]}"
     with Qmp(run) as qmp:
-        qmp.execute("migrate", uri=uri)
+        try:
+            qmp.execute("migrate", uri=uri)
+        except DriverError as exc:  # refused at once (nothing listens there, ...)
+            raise DriverError(f"qemu: {what}: {exc}") from None
         status = _migration(qmp, what)
         if status != "completed":
             if qmp.execute("query-status").get("status") != "running":

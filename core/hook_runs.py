@@ -1,0 +1,174 @@
+"""The daemon's loop over HookRun rows (queued by core.hooks): each hook's command, a few at
+a time (HOOK_CONCURRENCY), each with HOOK_TIMEOUT, its exit status and output recorded on
+the row (`nubo hook log`) and, for a VM hook, in the VM's log. A hook that hangs or fails
+costs only its own slot. A run found `running` at start-up was cut off by a stop or a
+crash and runs again: a fault-tolerance hook must not be lost (hooks should be safe to
+run twice, as OpenNebula's are).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+import anyio
+from sqlmodel import col, select
+
+from core import hooks, template
+from core.drivers import Drivers, Result, Runner
+from core.models import HookRun, Host, LogEntry
+from core.service.context import Cloud
+
+log = logging.getLogger("nubo.hooks")
+HOOKS = "hooks"  # wake-up channel
+IDLE_SECONDS = 0.5
+OUTPUT_LIMIT = 4000  # characters of a run's output kept
+
+
+@dataclass(frozen=True)
+class Work:
+    run_id: int
+    name: str
+    resource: str
+    object_id: int
+    event: str
+    argv: list[str]
+    host: Host | None  # remote hooks: where
+
+
+class HookRuns:
+    def __init__(self, cloud: Cloud, drivers: Drivers) -> None:
+        self.cloud = cloud
+        self.drivers = drivers
+        self._limit = max(1, cloud.config.hook_concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._busy: set[int] = set()
+
+    def recover(self) -> int:
+        with self.cloud.session() as s:
+            runs = s.exec(select(HookRun).where(HookRun.status == "running")).all()
+            for run in runs:
+                run.status = "pending"
+                s.add(run)
+            return len(runs)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                for run_id in await anyio.to_thread.run_sync(self._claim):
+                    task = asyncio.create_task(self._execute(run_id), name=f"hook-run-{run_id}")
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+            except Exception:  # the loop must survive a bad row or a lost DB connection
+                log.exception("hook cycle failed")
+            await self.cloud.wakeups.wait(HOOKS, IDLE_SECONDS)
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def _claim(self) -> list[int]:
+        free = self._limit - len(self._busy)
+        if free <= 0:
+            return []
+        with self.cloud.session() as s:
+            runs = s.exec(
+                select(HookRun).where(HookRun.status == "pending").order_by(col(HookRun.id))
+                .limit(free).with_for_update(skip_locked=True)
+            ).all()
+            for run in runs:
+                run.status, run.started = "running", time.time()
+                s.add(run)
+            claimed = [run.id for run in runs if run.id is not None]
+        self._busy.update(claimed)
+        return claimed
+
+    def _load(self, run_id: int) -> Work | None:
+        with self.cloud.session() as s:
+            run = s.get(HookRun, run_id)
+            if run is None:
+                return None
+            host = s.exec(select(Host).where(Host.name == run.host)).first() if run.host else None
+            return Work(run_id=run_id, name=run.hook_name, resource=run.resource,
+                        object_id=run.object_id, event=run.event,
+                        argv=[str(a) for a in json.loads(run.argv)], host=host)
+
+    async def _execute(self, run_id: int) -> None:
+        try:
+            work = await anyio.to_thread.run_sync(self._load, run_id)
+            if work is None:
+                return
+            result = await self._command(work)
+            await anyio.to_thread.run_sync(self._record, work, result)
+        except Exception as exc:  # a bug here must not leave the run `running` forever
+            log.exception("hook run %s crashed", run_id)
+            await anyio.to_thread.run_sync(self._crashed, run_id, str(exc))
+        finally:
+            self._busy.discard(run_id)
+
+    async def _command(self, work: Work) -> Result:
+        timeout = self.cloud.config.hook_timeout
+        runner = self._runner(work)
+        words = work.argv
+        tool = hooks.ONE_TOOLS.get(words[0])
+        if tool is not None:  # `onevm resubmit 7`: Nubo's CLI, as oneadmin, on the front-end
+            argv = [sys.executable, "-m", "core.cli", tool, *words[1:]]
+            return await self.drivers.local().execute(argv, timeout=timeout, env=self._cli_env())
+        name = os.path.basename(words[0])
+        shipped = self._shipped(name)
+        if not os.path.isabs(words[0]) or (shipped and "/hooks/" in words[0]
+                                           and not os.path.exists(words[0])):
+            return await runner.run("hooks", "", shipped or name, words[1:], timeout=timeout)
+        return await runner.execute(words, timeout=timeout, env=self._cli_env())
+
+    def _shipped(self, name: str) -> str:
+        """The hook in remotes/hooks/ that `name` means (`host_error.rb` → host_error)."""
+        folder = self.cloud.config.remotes / "hooks"
+        for candidate in (name, os.path.splitext(name)[0]):
+            if candidate and (folder / candidate).is_file():
+                return candidate
+        return ""
+
+    def _runner(self, work: Work) -> Runner:
+        if work.host is None:
+            return self.drivers.local()
+        attrs = {k: v for k, v in template.parse(work.host.template) if isinstance(v, str)}
+        return self.drivers.for_host(work.host.name, attrs, "hooks", "")
+
+    def _cli_env(self) -> dict[str, str]:
+        cfg = self.cloud.config
+        listen = "127.0.0.1" if cfg.host in ("0.0.0.0", "", "::") else cfg.host
+        return {"NUBO_URL": f"http://{listen}:{cfg.port}/RPC2", "ONE_AUTH": str(cfg.one_auth),
+                "NUBO_VAR": str(cfg.var)}
+
+    def _record(self, work: Work, result: Result) -> None:
+        output = (result.stdout + result.stderr).strip()[-OUTPUT_LIMIT:]
+        with self.cloud.session() as s:
+            run = s.get(HookRun, work.run_id)
+            if run is None:
+                return
+            run.status = "done" if result.ok else "failed"
+            run.rc, run.output, run.finished = result.rc, output, time.time()
+            s.add(run)
+            where = f" on {work.host.name}" if work.host else ""
+            line = (f"Hook {work.name} ({work.event}){where}: exit {result.rc}"
+                    + ("" if result.ok else f": {result.error}"))
+            if work.resource == "vm":
+                s.add(LogEntry(vm_id=work.object_id, severity="I" if result.ok else "E",
+                               message=line))
+        if not result.ok:
+            log.warning("%s %s %s", work.resource, work.object_id, line)
+
+    def _crashed(self, run_id: int, error: str) -> None:
+        with self.cloud.session() as s:
+            run = s.get(HookRun, run_id)
+            if run is not None:
+                run.status, run.output, run.finished = "failed", f"internal error: {error}", \
+                    time.time()
+                s.add(run)
