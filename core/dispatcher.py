@@ -28,6 +28,7 @@ from core.lifecycle import (
     DISK_STEPS,
     SOURCE_STEPS,
     HistoryReason,
+    HostState,
     LcmState,
     Step,
     VmState,
@@ -345,6 +346,11 @@ class Dispatcher:
         assert job.history is not None
         # a stopped VM's files wait on the front-end and nothing runs on the host
         stopped = job.history.reason == HistoryReason.STOP_RESUME
+        if not stopped and job.host is not None and job.host.state == HostState.ERROR:
+            # a failed host (fenced by host_error, or unreachable): nothing is asked of it,
+            # which would only wait for timeouts; what is left there goes when it returns
+            sink("I", f"cleanup: host {job.hostname} is in ERROR: nothing done there")
+            return True, "", None
         if job.host is not None and not stopped:
             runner = self.host_runner(job)
             result = await runner.run(

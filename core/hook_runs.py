@@ -124,6 +124,10 @@ class HookRuns:
         shipped = self._shipped(name)
         if not os.path.isabs(words[0]) or (shipped and "/hooks/" in words[0]
                                            and not os.path.exists(words[0])):
+            if work.host is None:  # on the front-end: with the CLI's address and credentials
+                path = str(self.cloud.config.remotes / "hooks" / (shipped or name))
+                return await runner.execute([path, *words[1:]], timeout=timeout,
+                                            env=self._cli_env())
             return await runner.run("hooks", "", shipped or name, words[1:], timeout=timeout)
         return await runner.execute(words, timeout=timeout, env=self._cli_env())
 
@@ -145,7 +149,8 @@ class HookRuns:
         cfg = self.cloud.config
         listen = "127.0.0.1" if cfg.host in ("0.0.0.0", "", "::") else cfg.host
         return {"NUBO_URL": f"http://{listen}:{cfg.port}/RPC2", "ONE_AUTH": str(cfg.one_auth),
-                "NUBO_VAR": str(cfg.var)}
+                "NUBO_VAR": str(cfg.var), "NUBO_MONITORING_INTERVAL": f"{cfg.monitoring_interval:g}",
+                "NUBO_FENCE_COMMAND": cfg.fence_command, "NUBO_FENCE_GRACE": f"{cfg.fence_grace:g}"}
 
     def _record(self, work: Work, result: Result) -> None:
         output = (result.stdout + result.stderr).strip()[-OUTPUT_LIMIT:]
