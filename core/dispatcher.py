@@ -216,8 +216,10 @@ class Dispatcher:
             user = s.get(User, vm.uid)
             group = s.get(Group, vm.gid)
             uname, gname = user.name if user else "", group.name if group else ""
+            # the document as of the placement the step acts on (the last, but for RECLAIM)
+            placed = [h for h in histories if history is None or h.seq <= history.seq]
             doc = documents.to_string(
-                documents.vm_xml(vm, history=histories, uname=uname, gname=gname)).encode()
+                documents.vm_xml(vm, history=placed, uname=uname, gname=gname)).encode()
             earlier = [h for h in histories if history is not None and h.seq < history.seq]
             source = earlier[-1] if earlier else None
             source_doc = b""
@@ -262,8 +264,9 @@ class Dispatcher:
             message = None if ok else f"{job.step.value} failed: {error}"
             settle(s, vm, job.step, ok, error)
             hotplug = vm.state == VmState.ACTIVE and vm.lcm_state == LcmState.HOTPLUG
+            moves = job.step is not Step.RECLAIM and (job.step not in DISK_STEPS or hotplug)
             try:
-                if job.step not in DISK_STEPS or hotplug:  # a stopped VM's disks: no transition
+                if moves:  # a stopped VM's disks, a reclaim: no transition
                     apply(s, vm, step_event(job.step, ok), message=message)
             except InvalidState:
                 vm_log(s, vm.id or 0, f"{job.step.value} finished "
@@ -291,6 +294,8 @@ class Dispatcher:
                                                                      to_host=False))
         if step is Step.CLEANUP:
             return await self._cleanup(job, sink)
+        if step is Step.RECLAIM:
+            return await self._reclaim(job, sink)
         if step in DISK_STEPS:
             return await disk_steps.run(self, job, sink)
         if step is Step.PROLOG_MIGRATE:
@@ -349,7 +354,9 @@ class Dispatcher:
         if not stopped and job.host is not None and job.host.state == HostState.ERROR:
             # a failed host (fenced by host_error, or unreachable): nothing is asked of it,
             # which would only wait for timeouts; what is left there goes when it returns
-            sink("I", f"cleanup: host {job.hostname} is in ERROR: nothing done there")
+            sink("I", f"cleanup: host {job.hostname} is in ERROR: nothing done there now; "
+                      "what the VM left there is removed when the host answers again")
+            await anyio.to_thread.run_sync(self._leftover, job.history.id, True)
             return True, "", None
         if job.host is not None and not stopped:
             runner = self.host_runner(job)
@@ -366,6 +373,35 @@ class Dispatcher:
                                          timeout=timeout, log=sink)
         if not result.ok:
             sink("I", f"cleanup: delete reported '{result.error}' (ignored)")
+        return True, "", None
+
+    def _leftover(self, history_id: int | None, value: bool) -> None:
+        with self.cloud.session() as s:
+            history = s.get(History, history_id)
+            if history is not None:
+                history.leftover = value
+                s.add(history)
+
+    async def _reclaim(self, job: Job, sink: LogSink) -> tuple[bool, str, None]:
+        """A host back from ERROR: stop the copy of the VM it may still run and remove the
+        VM dir of a placement the VM left while the host was away. Unreachable again: the
+        placement stays marked, for its next return."""
+        assert job.history is not None and job.host is not None
+        sink("I", f"Host {job.hostname} answers again: removing what the VM left there "
+                  f"(history seq {job.history.seq})")
+        timeout = self.cloud.config.driver_timeout
+        result = await self.host_runner(job).run(
+            "vmm", job.history.vmm_mad, "cancel",
+            [job.vm.deploy_id or "-", job.hostname, str(job.vm.id), job.hostname],
+            stdin=job.doc, timeout=timeout, log=sink)
+        if result.rc == 255:
+            await anyio.to_thread.run_sync(self._leftover, job.history.id, True)
+            return False, result.error, None
+        deleted = await self._tm(job).run("tm", job.system_tm, "delete",
+                                          [f"{job.hostname}:{job.vmdir}"], stdin=job.doc,
+                                          timeout=timeout, log=sink)
+        if not deleted.ok:
+            return False, deleted.error, None
         return True, "", None
 
     async def _live_migrate(self, job: Job, sink: LogSink) -> tuple[bool, str, None]:

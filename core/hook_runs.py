@@ -38,7 +38,22 @@ class Work:
     object_id: int
     event: str
     argv: list[str]
-    host: Host | None  # remote hooks: where
+    remote: str  # remote hooks: the name of the host it runs on, as queued
+    host: Host | None  # that host, None when it was deleted since
+
+
+@dataclass(frozen=True)
+class NotRun:
+    """The Result of a run that never started: no process, only a reason."""
+
+    error: str
+    rc: int = 255  # as for a host that does not answer
+    stdout: str = ""
+    ok: bool = False
+
+    @property
+    def stderr(self) -> str:
+        return self.error
 
 
 class HookRuns:
@@ -97,7 +112,8 @@ class HookRuns:
             host = s.exec(select(Host).where(Host.name == run.host)).first() if run.host else None
             return Work(run_id=run_id, name=run.hook_name, resource=run.resource,
                         object_id=run.object_id, event=run.event,
-                        argv=[str(a) for a in json.loads(run.argv)], host=host)
+                        argv=[str(a) for a in json.loads(run.argv)], remote=run.host,
+                        host=host)
 
     async def _execute(self, run_id: int) -> None:
         try:
@@ -114,12 +130,14 @@ class HookRuns:
 
     async def _command(self, work: Work) -> Result:
         timeout = self.cloud.config.hook_timeout
-        runner = self._runner(work)
         words = work.argv
         tool = hooks.ONE_TOOLS.get(words[0])
         if tool is not None:  # `onevm resubmit 7`: Nubo's CLI, as oneadmin, on the front-end
             argv = [sys.executable, "-m", "core.cli", tool, *words[1:]]
             return await self.drivers.local().execute(argv, timeout=timeout, env=self._cli_env())
+        if work.remote and work.host is None:  # deleted since it fired: not the front-end either
+            return NotRun(f"host {work.remote} no longer exists: the hook did not run")
+        runner = self._runner(work)
         name = os.path.basename(words[0])
         shipped = self._shipped(name)
         if not os.path.isabs(words[0]) or (shipped and "/hooks/" in words[0]
@@ -161,7 +179,7 @@ class HookRuns:
             run.status = "done" if result.ok else "failed"
             run.rc, run.output, run.finished = result.rc, output, time.time()
             s.add(run)
-            where = f" on {work.host.name}" if work.host else ""
+            where = f" on {work.remote}" if work.remote else ""
             line = (f"Hook {work.name} ({work.event}){where}: exit {result.rc}"
                     + ("" if result.ok else f": {result.error}"))
             if work.resource == "vm":

@@ -122,6 +122,7 @@ class Step(StrEnum):
     SAVE_MIGRATE = "save_migrate"  # VMM save on the source host (cold migration)
     PROLOG_MIGRATE = "prolog_migrate"  # TM: mv the VM dir from the source to the target host
     MIGRATE = "migrate"  # VMM live migration: the target receives, the source sends
+    RECLAIM = "reclaim"  # VMM cancel, TM delete on a host back from ERROR: what the VM left
 
 
 class Event(StrEnum):
@@ -298,6 +299,7 @@ STEP_LCM: dict[Step, LcmState | None] = {
     Step.SAVE_MIGRATE: L.SAVE_MIGRATE,
     Step.PROLOG_MIGRATE: L.PROLOG_MIGRATE,
     Step.MIGRATE: L.MIGRATE,
+    Step.RECLAIM: None,  # whatever the VM does now: it is about a placement it left
 }
 # The steps that act on the host a VM is leaving (the placement before the last one)
 SOURCE_STEPS = frozenset({Step.SAVE_MIGRATE, Step.MIGRATE})

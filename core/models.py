@@ -227,6 +227,8 @@ class History(SQLModel, table=True):
     estime: int = 0
     eetime: int = 0
     reason: int = 0  # NONE 0, ERROR 1, STOP_RESUME 2, USER 3, CANCEL 4
+    # the cleanup of this placement skipped its host (in ERROR): done when the host returns
+    leftover: bool = False
 
 
 class Operation(SQLModel, table=True):

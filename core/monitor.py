@@ -19,12 +19,12 @@ from collections.abc import Coroutine
 from typing import Any
 
 import anyio
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
 from core import documents, hooks, template
 from core.drivers import Drivers
 from core.errors import InvalidRequest, InvalidState
-from core.lifecycle import Event, HostState, LcmState, VmState
+from core.lifecycle import Event, HostState, LcmState, Step, VmState
 from core.models import VM, Group, History, Host, Operation, User, now
 from core.service import vms
 from core.service.context import MONITOR, Cloud, vm_log
@@ -174,6 +174,8 @@ class Monitor:
                         setattr(host, attr, int(float(value)))
                     except ValueError:
                         pass
+            if host.state == HostState.ERROR:
+                _reclaim(s, host)
             if host.state != HostState.DISABLED:
                 host.state = HostState.MONITORED
             host.error = ""
@@ -188,6 +190,7 @@ class Monitor:
             if host.state not in (HostState.DISABLED, HostState.ERROR):
                 hooks.fire_host(s, host, "ERROR", prev_state=host.state)
                 host.state = HostState.ERROR
+                _lost(s, host)
             host.error = message or "monitoring failed"
             host.last_mon_time = now()
             s.add(host)
@@ -288,3 +291,26 @@ def _num(value: str) -> float:
         return float(value)
     except ValueError:
         return 0.0
+
+
+def _lost(session: Session, host: Host) -> None:
+    """A host entering ERROR: its RUNNING VMs are UNKNOWN until a poll finds them again."""
+    vms = session.exec(select(VM).where(VM.host_id == host.id, VM.state == VmState.ACTIVE,
+                                        VM.lcm_state == LcmState.RUNNING)).all()
+    for vm in vms:
+        vm_log(session, vm.id or 0, f"Host {host.name} does not answer: the VM's state is "
+               "unknown until it does")
+        apply(session, vm, Event.POLL_MISSING)
+
+
+def _reclaim(session: Session, host: Host) -> None:
+    """A host back from ERROR: what VMs left there while it was away (their cleanup asked
+    nothing of it) is removed by a RECLAIM step each."""
+    left = session.exec(select(History).where(History.host_id == host.id,
+                                              col(History.leftover).is_(True))).all()
+    for history in left:
+        history.leftover = False
+        session.add(history)
+        session.add(Operation(vm_id=history.vm_id, step=Step.RECLAIM.value, seq=history.seq))
+        vm_log(session, history.vm_id, f"Host {host.name} answers again: queued the removal "
+               f"of what the VM left there (history seq {history.seq})")

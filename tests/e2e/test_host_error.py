@@ -6,6 +6,7 @@ failure is its probe failing: the real-host kill tests live with the lab.)"""
 
 from __future__ import annotations
 
+import json
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
@@ -110,6 +111,11 @@ def running_on(nubo: LiveNubo, vm_id: int, name: str) -> bool:
         records) and records[-1].findtext("HOSTNAME") == name
 
 
+def dummy_state(vmdir: Path) -> str:
+    """What the dummy hypervisor of that host believes of the VM."""
+    return str(json.loads((vmdir / "dummy.json").read_text())["state"])
+
+
 def hook_runs(nubo: LiveNubo) -> list[ET.Element]:
     return ET.fromstring(call(nubo, "one.hooklog.info", 0, 0, -1, 0)).findall(
         "HOOK_EXECUTION_RECORD")
@@ -137,6 +143,31 @@ def test_the_seeds_host_hook_fences_then_moves_the_vms(daemon: Callable[[str], L
     assert [r.findtext("STATUS") for r in runs] == ["done"]
     assert f"resubmit of 3 VM(s) of host {sick}" in (runs[0].findtext(
         "EXECUTION_RESULT/STDOUT") or "")
+    # the host comes back: what the moved VMs left there goes, nothing else changes
+    left = [nubo.var / "ds-sick" / "0" / str(v) for v in vms]
+    assert {dummy_state(d) for d in left} == {"running"}  # nothing was asked of sick
+    heal_host(nubo, "sick", tmp_path)
+    wait_for("the copies on sick cancelled", lambda: {dummy_state(d) for d in left} == {"off"})
+    for vm_id in vms:
+        assert running_on(nubo, vm_id, "spare")
+        assert "answers again: removing what the VM left there" in nubo.cli(
+            "vm", "log", str(vm_id)).stdout
+    assert dummy_state(nubo.var / "ds-sick" / "0" / str(suspended)) == "saved"
+    assert placements(nubo, suspended) == ["sick"]
+
+
+def test_vms_of_a_host_in_error_are_unknown_until_polled(daemon: Callable[[str], LiveNubo],
+                                                          tmp_path: Path) -> None:
+    nubo = daemon("")  # no hook: nothing moves
+    host(nubo, "quiet")
+    vm_id = vms_on(nubo, 1)[0]
+    fail_host(nubo, "quiet", tmp_path)
+    # the dummy VM poll still answers (only the host probe fails): back to RUNNING at once
+    wait_for("UNKNOWN, then RUNNING again", lambda: "(was ACTIVE/UNKNOWN, on poll_running)"
+             in nubo.cli("vm", "log", str(vm_id)).stdout)
+    log = nubo.cli("vm", "log", str(vm_id)).stdout
+    assert "Host quiet does not answer" in log and "New state is ACTIVE/UNKNOWN" in log
+    assert placements(nubo, vm_id) == ["quiet"]
 
 
 def test_a_failed_fence_moves_nothing(daemon: Callable[[str], LiveNubo],
