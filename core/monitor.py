@@ -69,6 +69,7 @@ class Monitor:
         self.cloud = cloud
         self.drivers = drivers
         self._inflight: set[int] = set()
+        self._missed: dict[int, int] = {}  # host id -> probes failed in a row
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_vm_poll = 0.0
 
@@ -125,15 +126,24 @@ class Monitor:
             result = await self.drivers.run_probes(
                 runner, im, host_id, name, stdin=doc, timeout=self.cloud.config.monitor_timeout
             )
+            error = "" if result.ok else result.error
+            metrics = template.Template()
             if result.ok:
                 try:
                     metrics = parse_metrics(result.stdout)
                 except InvalidRequest as exc:
-                    await anyio.to_thread.run_sync(self._host_failed, host_id, seen, str(exc))
-                else:
-                    await anyio.to_thread.run_sync(self._host_monitored, host_id, seen, metrics)
-            else:
-                await anyio.to_thread.run_sync(self._host_failed, host_id, seen, result.error)
+                    error = str(exc)
+            if not error:
+                self._missed.pop(host_id, None)
+                await anyio.to_thread.run_sync(self._host_monitored, host_id, seen, metrics)
+                return
+            self._missed[host_id] = missed = self._missed.get(host_id, 0) + 1
+            if missed < self.cloud.config.host_missed_probes:
+                log.warning("host %s missed probe %d of %d before ERROR: %s", name, missed,
+                            self.cloud.config.host_missed_probes, error)
+                await anyio.to_thread.run_sync(self._retry_soon, host_id)
+                return
+            await anyio.to_thread.run_sync(self._host_failed, host_id, seen, error)
         finally:
             self._inflight.discard(host_id)
 
@@ -181,6 +191,14 @@ class Monitor:
             host.error = ""
             host.last_mon_time = now()
             s.add(host)
+
+    def _retry_soon(self, host_id: int) -> None:
+        """Probe a host that missed one again after a second rather than an interval."""
+        with self.cloud.session() as s:
+            host = s.get(Host, host_id, with_for_update=True)
+            if host is not None:
+                host.last_mon_time = now() - int(self.cloud.config.monitoring_interval) + 1
+                s.add(host)
 
     def _host_failed(self, host_id: int, seen: str, message: str) -> None:
         with self.cloud.session() as s:

@@ -215,3 +215,20 @@ def test_without_a_fence_command_the_grace_period_decides(daemon: Callable[[str]
     wait_for("the VMs on spare", lambda: all(running_on(nubo, v, "spare") for v in vms))
     output = hook_runs(nubo)[0].findtext("EXECUTION_RESULT/STDOUT") or ""
     assert "must stay unreachable for 3 s" in output
+
+
+def test_a_host_goes_to_error_only_after_the_missed_probe_threshold(
+        daemon: Callable[[str], LiveNubo], tmp_path: Path) -> None:
+    nubo = daemon("HOST_MISSED_PROBES = 3\n")
+    wobbly = host(nubo, "wobbly")
+    fail_host(nubo, "wobbly", tmp_path)
+    wait_for("one missed probe", lambda: "host wobbly missed probe 1 of 3"
+             in nubo.log_path.read_text())
+    heal_host(nubo, "wobbly", tmp_path)
+    time.sleep(4)  # two monitoring intervals (FAST_CONF): good probes again
+    assert host_state(nubo, wobbly) == 2
+    assert f"host {wobbly} in ERROR" not in nubo.log_path.read_text()
+    fail_host(nubo, "wobbly", tmp_path)  # for good, this time
+    wait_for("ERROR after three missed probes", lambda: host_state(nubo, wobbly) == 3)
+    text = nubo.log_path.read_text()
+    assert "host wobbly missed probe 2 of 3" in text and f"host {wobbly} in ERROR" in text
