@@ -159,6 +159,19 @@ class LabHost:
         self.stop_sshd()
         _kill_netns_pids(self.netns)
 
+    def cut(self) -> None:
+        """A partition: the host's link goes down; what runs there runs on, unreachable."""
+        _ip("-n", self.netns, "link", "set", "eth0", "down")
+
+    def mend(self) -> None:
+        _ip("-n", self.netns, "link", "set", "eth0", "up")
+
+    def fence(self) -> None:
+        """What a fence device does to a real host: nothing runs there any more (its VMs
+        included) and nothing reaches it."""
+        self.power_off()
+        self.cut()
+
 
 @dataclass
 class Lab:

@@ -205,6 +205,25 @@ def status(client: Client | None, args: argparse.Namespace) -> int:
     return 0 if state["up"] else 1
 
 
+def fence(client: Client | None, args: argparse.Namespace) -> int:
+    """A lab host's fence device: every process in its namespace killed (its VMs too),
+    its link cut. For FENCE_COMMAND (`nubo lab fence $HOST --dir DIR`)."""
+    from drivers import lab as labs
+
+    _need_root()
+    workdir = _workdir(args)
+    try:
+        found = labs.Lab.load(workdir)
+        target = found.host(args.host)
+    except FileNotFoundError:
+        raise CliError(f"no lab in {workdir} (`nubo lab up` creates one)") from None
+    except KeyError:
+        raise CliError(f"the lab in {workdir} has no host {args.host!r}") from None
+    target.fence()
+    emit(f"{target.name} fenced: nothing runs in {target.netns}, its link is down")
+    return 0
+
+
 def _answers(netns: str, address: str) -> bool:
     """Port 22 of `address` accepts a connection made in the front-end namespace."""
     from drivers.netns import netns_socket
@@ -250,3 +269,12 @@ def register(sub: Subparsers) -> None:
         p.add_argument("--dir", metavar="DIR",
                        help="the lab's directory (default $NUBO_VAR/lab, ./var/lab)")
         p.set_defaults(needs_client=False)
+    p = command(verbs, "fence", "fence a lab host: kill everything running there (its VMs "
+                "too) and cut its link; a FENCE_COMMAND for host_error", fence,
+                description="Fence a lab host as a fence device would a real one: every\n"
+                            "process in its namespace is killed and its link cut.\n\n"
+                            'FENCE_COMMAND = "nubo lab fence $HOST --dir /path/to/lab"')
+    p.add_argument("host", metavar="HOST")
+    p.add_argument("--dir", metavar="DIR",
+                   help="the lab's directory (default $NUBO_VAR/lab, ./var/lab)")
+    p.set_defaults(needs_client=False)
