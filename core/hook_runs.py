@@ -1,9 +1,10 @@
 """The daemon's loop over HookRun rows (queued by core.hooks): each hook's command, a few at
 a time (HOOK_CONCURRENCY), each with HOOK_TIMEOUT, its exit status and output recorded on
 the row (`nubo hook log`) and, for a VM hook, in the VM's log. A hook that hangs or fails
-costs only its own slot. A run found `running` at start-up was cut off by a stop or a
-crash and runs again: a fault-tolerance hook must not be lost (hooks should be safe to
-run twice, as OpenNebula's are).
+costs only its own slot. A remote hook runs on its host or nowhere: when that host was
+deleted after the event, the run fails without running. A run found `running` at start-up
+was cut off by a stop or a crash and runs again: a fault-tolerance hook must not be lost
+(hooks should be safe to run twice, as OpenNebula's are).
 """
 
 from __future__ import annotations
@@ -147,7 +148,8 @@ class HookRuns:
                 return await runner.execute([path, *words[1:]], timeout=timeout,
                                             env=self._cli_env())
             return await runner.run("hooks", "", shipped or name, words[1:], timeout=timeout)
-        return await runner.execute(words, timeout=timeout, env=self._cli_env())
+        local = work.host is None  # the CLI's address and credentials mean nothing on a host
+        return await runner.execute(words, timeout=timeout, env=self._cli_env() if local else None)
 
     def _shipped(self, name: str) -> str:
         """The hook in remotes/hooks/ that `name` means (`host_error.rb` → host_error)."""

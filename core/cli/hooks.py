@@ -7,6 +7,7 @@ import time
 import xml.etree.ElementTree as ET
 from typing import Any
 
+from core import template
 from core.cli.client import Client, CliError
 from core.cli.commands import Subparsers, command, group, parse_template, read_source
 from core.cli.output import Column, date, emit, emit_id, emit_json, emit_rows, section
@@ -89,10 +90,13 @@ def create(client: Client, args: argparse.Namespace) -> int:
                                             ("--command", args.command_line)) if not value]
         if missing:
             raise CliError(f"give a template FILE, or {', '.join(missing)}")
-        lines = [f'NAME = "{args.name}"', f"RESOURCE = {args.resource.upper()}",
-                 f'ON = "{args.on}"', f'COMMAND = "{args.command_line}"',
-                 f'ARGUMENTS = "{args.arguments}"', f"REMOTE = {'YES' if args.remote else 'NO'}"]
-        text = "\n".join(line.replace("\\", "\\\\") for line in lines) + "\n"
+        spec = template.Template()
+        for name, value in (("NAME", args.name), ("RESOURCE", args.resource.upper()),
+                            ("ON", args.on), ("COMMAND", args.command_line),
+                            ("ARGUMENTS", args.arguments),
+                            ("REMOTE", "YES" if args.remote else "NO")):
+            spec.set(name, value)
+        text = spec.dumps()
     emit_id(int(client.call("one.hook.allocate", text)), args.json)
     return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import time
 import xml.etree.ElementTree as ET
@@ -10,8 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drivers.lab import Lab
+from drivers.lab import Lab, LabHost, LabUnavailable, create_hosts
 from tests.live import FAST_CONF, LiveNubo
+from tests.strict import missing
+
+# vmm/remote-dummy and im/remote-dummy.d: the packaged dummy drivers copied without their
+# LOCAL marker (write_remote_dummy), so every action runs on the host over SSH
+REMOTE_DUMMY = "remote-dummy"
 
 
 @dataclass
@@ -58,6 +65,41 @@ class Cloud:
                                    text=True, check=False).stdout.strip()
             found.append(names.get(netns, netns or "?"))
         return sorted(found)
+
+
+def make_lab(workdir: Path, name: str, n: int = 2) -> Lab:
+    """n lab hosts under a prefix of this process and `name` (tests/drivers may hold a lab
+    with the default prefix in this session); skipped (failed, strict) where a lab cannot
+    be built."""
+    try:
+        return create_hosts(n, workdir, prefix=f"nubo-t{os.getpid()}-{name}")
+    except LabUnavailable as exc:
+        missing(f"the namespace lab ({exc})")
+
+
+def write_remote_dummy(remotes: Path) -> None:
+    """The seed's exercise: a new driver is a folder of executables. Write it into the
+    daemon's remotes before its first start (the install keeps it)."""
+    from core.daemon import PACKAGED_REMOTES
+
+    skip = shutil.ignore_patterns("LOCAL", "__pycache__")
+    shutil.copytree(PACKAGED_REMOTES / "vmm" / "dummy", remotes / "vmm" / REMOTE_DUMMY,
+                    ignore=skip)
+    shutil.copytree(PACKAGED_REMOTES / "im" / "dummy.d", remotes / "im" / f"{REMOTE_DUMMY}.d",
+                    ignore=skip)
+    shutil.copytree(PACKAGED_REMOTES / "lib", remotes / "lib", dirs_exist_ok=True,
+                    ignore=skip)
+
+
+def add_remote_dummy_host(nubo: LiveNubo, lab: Lab, host: LabHost, *attrs: str) -> None:
+    """`nubo host create` for a lab host on the remote-dummy drivers; attrs: more
+    `NAME=VALUE` for its template."""
+    extra = [arg for attr in attrs for arg in ("--attr", attr)]
+    nubo.cli("host", "create", host.name, "--im", REMOTE_DUMMY, "--vmm", REMOTE_DUMMY,
+             "--attr", f"SSH_ADDRESS={host.address}",
+             "--attr", f"SSH_NETNS={lab.netns}",
+             "--attr", f"SCRIPTS_REMOTE_DIR={host.remote_dir}",
+             "--attr", f"DATASTORE_LOCATION={host.datastores}", *extra)
 
 
 def lab_conf(lab: Lab) -> str:

@@ -188,6 +188,11 @@ def test_runtime_hooks_through_the_cli_and_xmlrpc(nubo: LiveNubo, tmp_path: Path
     assert hook_id != five
     gone = nubo.cli("hook", "delete", "rec-running", check=False)  # nubo.conf's: not here
     assert gone.returncode == 1 and "nubo.conf" in gone.stderr
+    quoted = nubo.cli("hook", "create", "--name", "quoted", "--on", "DONE", "--command", "record",
+                      "--arguments", '"two words" a\\b $VMID')
+    shown = nubo.cli("hook", "show", "quoted", "--json").stdout
+    assert '"arguments": "\\"two words\\" a\\\\b $VMID"' in shown, shown
+    nubo.cli("hook", "delete", quoted.stdout.split()[-1])
     bad = nubo.cli("hook", "create", "--name", "x", "--on", "REBOOT", "--command", "record",
                    check=False)
     assert bad.returncode == 1 and "on must be one of" in bad.stderr

@@ -12,8 +12,6 @@ Tests run in file order on one daemon and one lab; the last ones take hosts down
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,14 +19,20 @@ from pathlib import Path
 import pytest
 
 from core.lifecycle import HostState
-from drivers.lab import Lab, LabHost, LabUnavailable, create_hosts
-from tests.e2e.labcloud import Cloud, wait_until
+from drivers.lab import Lab, LabHost
+from tests.e2e.labcloud import (
+    REMOTE_DUMMY,
+    Cloud,
+    add_remote_dummy_host,
+    make_lab,
+    wait_until,
+    write_remote_dummy,
+)
 from tests.live import FAST_CONF, LiveNubo
-from tests.strict import missing
 
 pytestmark = pytest.mark.slow
 
-DRIVER = "remote-dummy"
+DRIVER = REMOTE_DUMMY
 SITES = {"h1": "rack-a", "h2": "rack-b"}
 TOTALCPU = {"h1": "200", "h2": "400"}
 PROBE = """#!/bin/sh
@@ -53,41 +57,21 @@ def fields(shown: str) -> dict[str, str]:
     return {name.strip(): value.strip() for name, _, value in pairs}
 
 
-def make_lab(workdir: Path) -> Lab:
-    try:
-        # own prefix: tests/drivers may hold a lab with the default one in this session
-        return create_hosts(2, workdir, prefix=f"nubo-t{os.getpid()}-e2e")
-    except LabUnavailable as exc:
-        missing(f"the namespace lab ({exc})")
-
-
 def write_user_driver(remotes: Path) -> None:
-    """The seed's exercise: a new driver is a folder of executables."""
-    from core.daemon import PACKAGED_REMOTES
-
-    skip = shutil.ignore_patterns("LOCAL", "__pycache__")
-    shutil.copytree(PACKAGED_REMOTES / "vmm" / "dummy", remotes / "vmm" / DRIVER, ignore=skip)
-    shutil.copytree(PACKAGED_REMOTES / "im" / "dummy.d", remotes / "im" / f"{DRIVER}.d",
-                    ignore=skip)
-    shutil.copytree(PACKAGED_REMOTES / "lib", remotes / "lib", dirs_exist_ok=True,
-                    ignore=skip)
+    """The remote-dummy driver, plus the operator's own probe."""
+    write_remote_dummy(remotes)
     probe = remotes / "im" / f"{DRIVER}.d" / "zz-custom"
     probe.write_text(PROBE)
     probe.chmod(0o755)
 
 
 def register(nubo: LiveNubo, lab: Lab, host: LabHost) -> None:
-    nubo.cli("host", "create", host.name, "--im", DRIVER, "--vmm", DRIVER,
-             "--attr", f"SSH_ADDRESS={host.address}",
-             "--attr", f"SSH_NETNS={lab.netns}",
-             "--attr", f"SCRIPTS_REMOTE_DIR={host.remote_dir}",
-             "--attr", f"DATASTORE_LOCATION={host.datastores}",
-             "--attr", f"DUMMY_TOTALCPU={TOTALCPU[host.name]}")
+    add_remote_dummy_host(nubo, lab, host, f"DUMMY_TOTALCPU={TOTALCPU[host.name]}")
 
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    lab = make_lab(tmp_path_factory.mktemp("ssh-lab"))
+    lab = make_lab(tmp_path_factory.mktemp("ssh-lab"), "e2e")
     nubo: LiveNubo | None = None
     try:
         for host in lab.hosts:
