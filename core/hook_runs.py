@@ -9,7 +9,6 @@ was cut off by a stop or a crash and runs again: a fault-tolerance hook must not
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -18,12 +17,13 @@ import time
 from dataclasses import dataclass
 
 import anyio
-from sqlmodel import col, select
+from sqlmodel import select
 
 from core import hooks, template
 from core.drivers import Drivers, Result, Runner
 from core.models import HookRun, Host, LogEntry
 from core.service.context import Cloud
+from core.work_loop import WorkLoop
 
 log = logging.getLogger("nubo.hooks")
 HOOKS = "hooks"  # wake-up channel
@@ -57,53 +57,18 @@ class NotRun:
         return self.error
 
 
-class HookRuns:
+class HookRuns(WorkLoop):
+    model = HookRun
+    channel = HOOKS
+    idle = IDLE_SECONDS
+    log = log
+
     def __init__(self, cloud: Cloud, drivers: Drivers) -> None:
-        self.cloud = cloud
+        super().__init__(cloud, cloud.config.hook_concurrency)
         self.drivers = drivers
-        self._limit = max(1, cloud.config.hook_concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._busy: set[int] = set()
 
-    def recover(self) -> int:
-        with self.cloud.session() as s:
-            runs = s.exec(select(HookRun).where(HookRun.status == "running")).all()
-            for run in runs:
-                run.status = "pending"
-                s.add(run)
-            return len(runs)
-
-    async def run(self) -> None:
-        while True:
-            try:
-                for run_id in await anyio.to_thread.run_sync(self._claim):
-                    task = asyncio.create_task(self._execute(run_id), name=f"hook-run-{run_id}")
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-            except Exception:  # the loop must survive a bad row or a lost DB connection
-                log.exception("hook cycle failed")
-            await self.cloud.wakeups.wait(HOOKS, IDLE_SECONDS)
-
-    async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-    def _claim(self) -> list[int]:
-        free = self._limit - len(self._busy)
-        if free <= 0:
-            return []
-        with self.cloud.session() as s:
-            runs = s.exec(
-                select(HookRun).where(HookRun.status == "pending").order_by(col(HookRun.id))
-                .limit(free).with_for_update(skip_locked=True)
-            ).all()
-            for run in runs:
-                run.status, run.started = "running", time.time()
-                s.add(run)
-            claimed = [run.id for run in runs if run.id is not None]
-        self._busy.update(claimed)
-        return claimed
+    def started(self, row: HookRun) -> None:
+        row.started = time.time()
 
     def _load(self, run_id: int) -> Work | None:
         with self.cloud.session() as s:
@@ -116,7 +81,7 @@ class HookRuns:
                         argv=[str(a) for a in json.loads(run.argv)], remote=run.host,
                         host=host)
 
-    async def _execute(self, run_id: int) -> None:
+    async def execute(self, run_id: int) -> None:
         try:
             work = await anyio.to_thread.run_sync(self._load, run_id)
             if work is None:
@@ -126,8 +91,6 @@ class HookRuns:
         except Exception as exc:  # a bug here must not leave the run `running` forever
             log.exception("hook run %s crashed", run_id)
             await anyio.to_thread.run_sync(self._crashed, run_id, str(exc))
-        finally:
-            self._busy.discard(run_id)
 
     async def _command(self, work: Work) -> Result:
         timeout = self.cloud.config.hook_timeout

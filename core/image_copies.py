@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from core import documents, template
 from core.drivers import Drivers
@@ -41,6 +41,7 @@ from core.models import (
     now,
 )
 from core.service.context import Cloud
+from core.work_loop import WorkLoop
 
 log = logging.getLogger("nubo.datastores")
 
@@ -67,67 +68,38 @@ class Work:
     data: str  # base64 DS_DRIVER_ACTION_DATA
 
 
-class ImageCopies:
+class ImageCopies(WorkLoop):
     """The daemon's loop over ImageJob rows: each job's datastore driver action, a few at
     a time (DS_CONCURRENCY)."""
 
+    model = ImageJob
+    channel = DATASTORES
+    idle = IDLE_SECONDS
+    log = log
+
     def __init__(self, cloud: Cloud, drivers: Drivers) -> None:
-        self.cloud = cloud
+        super().__init__(cloud, cloud.config.ds_concurrency)
         self.drivers = drivers
-        self._limit = max(1, cloud.config.ds_concurrency)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._busy: set[int] = set()
 
     def recover(self) -> int:
         """Jobs left `running` by a stop or a crash go back to `pending`; what their `fs`
         copies left half-written goes (before any copy starts)."""
+        count = super().recover()
         with self.cloud.session() as s:
-            jobs = s.exec(select(ImageJob).where(ImageJob.status == "running")).all()
-            for job in jobs:
-                job.status = "pending"
-                s.add(job)
-                if job.action != "rm":
-                    note(s, job.image_id, PROGRESS, "the daemon stopped during the copy: "
-                         "starting it again")
             stores = s.exec(select(Datastore.base_path).where(Datastore.ds_mad == "fs")).all()
         for base in stores:
             _sweep(base)
-        return len(jobs)
+        return count
 
-    async def run(self) -> None:
-        while True:
-            try:
-                for job_id in await anyio.to_thread.run_sync(self._claim):
-                    task = asyncio.create_task(self._execute(job_id), name=f"image-job-{job_id}")
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-            except Exception:  # the loop must survive a bad row or a lost DB connection
-                log.exception("datastore cycle failed")
-            await self.cloud.wakeups.wait(DATASTORES, IDLE_SECONDS)
+    def recovered(self, session: Session, row: ImageJob) -> None:
+        if row.action != "rm":
+            note(session, row.image_id, PROGRESS, "the daemon stopped during the copy: "
+                 "starting it again")
 
-    async def stop(self) -> None:
-        """Cut running actions off (their jobs run again at the next start)."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    def started(self, row: ImageJob) -> None:
+        row.attempts, row.started = row.attempts + 1, now()
 
-    def _claim(self) -> list[int]:
-        free = self._limit - len(self._busy)
-        if free <= 0:
-            return []
-        with self.cloud.session() as s:
-            jobs = s.exec(
-                select(ImageJob).where(ImageJob.status == "pending").order_by(col(ImageJob.id))
-                .limit(free).with_for_update(skip_locked=True)
-            ).all()
-            for job in jobs:
-                job.status, job.attempts, job.started = "running", job.attempts + 1, now()
-                s.add(job)
-            claimed = [job.id for job in jobs if job.id is not None]
-        self._busy.update(claimed)  # only once the claim is committed
-        return claimed
-
-    async def _execute(self, job_id: int) -> None:
+    async def execute(self, job_id: int) -> None:
         try:
             work = await anyio.to_thread.run_sync(self._load, job_id)
             if work is None:
@@ -145,8 +117,6 @@ class ImageCopies:
         except Exception as exc:  # a bug here must not leave the image LOCKED forever
             log.exception("image job %s crashed", job_id)
             outcome = (False, "", f"internal error: {exc}")
-        finally:
-            self._busy.discard(job_id)
         if await anyio.to_thread.run_sync(self._record, job_id, *outcome):
             self.cloud.wakeups.notify(DATASTORES)
 

@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,6 +29,20 @@ VM_POLLING_INTERVAL = 2
 DRIVER_TIMEOUT = 30
 MONITOR_TIMEOUT = 10
 """
+
+
+def call(nubo: LiveNubo, method: str, *args: Any) -> Any:
+    """One XML-RPC call as oneadmin: the payload of its `[true, payload, 0]` reply."""
+    ok, payload, code = getattr(nubo.rpc(), method)(nubo.session, *args)[:3]
+    assert ok, (method, payload, code)
+    return payload
+
+
+def wait_until(what: str, probe: Callable[[], object], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
 
 
 class _OneShotTransport(xmlrpc.client.Transport):

@@ -69,7 +69,7 @@ def cloud(db_url: str, tmp_path: Path) -> Iterator[Cloud]:
 
 async def run_pending(runs: HookRuns) -> None:
     for run_id in runs._claim():
-        await runs._execute(run_id)
+        await runs._guarded(run_id)
 
 
 def test_a_remote_hook_whose_host_was_deleted_runs_nowhere(cloud: Cloud) -> None:

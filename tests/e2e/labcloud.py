@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
-import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from drivers.lab import Lab, LabHost, LabUnavailable, create_hosts
-from tests.live import FAST_CONF, LiveNubo
+from tests.live import FAST_CONF, LiveNubo, call, wait_until
 from tests.strict import missing
 
 # vmm/remote-dummy and im/remote-dummy.d: the packaged dummy drivers copied without their
@@ -27,10 +29,7 @@ class Cloud:
     lab: Lab
 
     def call(self, method: str, *args: object) -> Any:
-        """One XML-RPC call as admin: the payload of its `[true, payload, 0]` reply."""
-        ok, payload, _ = getattr(self.nubo.rpc(), method)(self.nubo.session, *args)
-        assert ok, payload
-        return payload
+        return call(self.nubo, method, *args)
 
     def host_id(self, name: str) -> int:
         for host in ET.fromstring(self.call("one.hostpool.info")).findall("HOST"):
@@ -125,8 +124,21 @@ def add_qemu_hosts(nubo: LiveNubo, lab: Lab) -> None:
                    lambda h=host.name: cloud.host_doc(h).findtext("STATE") == "2", 60)
 
 
-def wait_until(what: str, probe: Callable[[], object], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def qemu_cloud(tmp_path_factory: pytest.TempPathFactory, name: str, n: int = 2,
+               extra: Callable[[Lab], str] = lambda lab: "") -> Iterator[Cloud]:
+    """A daemon whose hosts are n lab hosts running qemu (add_qemu_hosts), its nubo.conf
+    being lab_conf plus `extra(lab)`; everything is torn down after, whatever happened."""
+    lab = make_lab(tmp_path_factory.mktemp(f"{name}-lab"), name, n)
+    nubo: LiveNubo | None = None
+    try:
+        nubo = LiveNubo(tmp_path_factory.mktemp(f"{name}-nubo"), conf=lab_conf(lab) + extra(lab))
+        nubo.start()
+        add_qemu_hosts(nubo, lab)
+        yield Cloud(nubo, lab)
+    finally:
+        if nubo is not None:
+            nubo.stop()
+        lab.destroy()

@@ -18,7 +18,6 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pyone
@@ -28,7 +27,7 @@ from botocore.exceptions import ClientError
 from tests.apis.ec2.test_boto3 import client, keys
 from tests.apis.occi.client import INFRA
 from tests.drivers.conftest import SYSTEM_PATH
-from tests.live import FAST_CONF, LiveNubo
+from tests.live import FAST_CONF, LiveNubo, call
 from tests.strict import missing
 
 pytestmark = pytest.mark.slow
@@ -135,11 +134,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def one(nubo: LiveNubo) -> pyone.OneServer:
     return pyone.OneServer(nubo.url, session=nubo.session)
 
-
-def call(nubo: LiveNubo, method: str, *args: object) -> Any:
-    ok, payload, _ = getattr(nubo.rpc(), method)(nubo.session, *args)
-    assert ok, payload
-    return payload
 
 
 def info(nubo: LiveNubo, image_id: int) -> ET.Element:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.live import FAST_CONF, LiveNubo
+from tests.live import FAST_CONF, LiveNubo, call, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -31,11 +30,6 @@ def nubo(request: pytest.FixtureRequest,
     finally:
         live.stop()
 
-
-def call(nubo: LiveNubo, method: str, *args: Any) -> Any:
-    ok, value, code = getattr(nubo.rpc(), method)(nubo.session, *args)[:3]
-    assert ok, (method, value, code)
-    return value
 
 
 def refused(nubo: LiveNubo, method: str, *args: Any) -> str:
@@ -75,12 +69,6 @@ def running_vm(nubo: LiveNubo, extra: str = "") -> int:
     return vm_id
 
 
-def wait_for(what: str, check: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
 
 def log_text(nubo: LiveNubo, vm_id: int) -> str:
     return nubo.cli("vm", "log", str(vm_id)).stdout
@@ -111,7 +99,7 @@ def test_hotplug_on_a_running_vm(nubo: LiveNubo) -> None:
 
     call(nubo, "one.vm.detach", vm_id, 2)
     nubo.wait_vm(vm_id, "RUNNING")
-    wait_for("the disk to go", lambda: "2" not in disks(nubo, vm_id))
+    wait_until("the disk to go", lambda: "2" not in disks(nubo, vm_id))
     assert dummy(nubo, vm_id)["disks"] == {}
     assert image_doc(nubo, image_id).findtext("STATE") == "1"  # READY again
     assert image_doc(nubo, image_id).findtext("RUNNING_VMS") == "0"
@@ -132,7 +120,7 @@ def test_a_failed_attach_leaves_the_vm_running_without_the_disk(nubo: LiveNubo) 
     vm_id = running_vm(nubo, 'DUMMY_FAIL = "attach_disk"\n')
     image_id = volume(nubo, "data-fail")
     call(nubo, "one.vm.attach", vm_id, f"DISK = [ IMAGE_ID = {image_id} ]")
-    wait_for("the attach to fail", lambda: "injected failure of attach_disk" in
+    wait_until("the attach to fail", lambda: "injected failure of attach_disk" in
              (vm_doc(nubo, vm_id).findtext("USER_TEMPLATE/ERROR") or ""))
     nubo.wait_vm(vm_id, "RUNNING")
     assert list(disks(nubo, vm_id)) == ["0"]
@@ -148,9 +136,9 @@ def test_a_failed_detach_keeps_the_disk(nubo: LiveNubo) -> None:
     vm_id = running_vm(nubo, 'DUMMY_FAIL = "detach_disk"\n')
     image_id = volume(nubo, "data-stuck")
     call(nubo, "one.vm.attach", vm_id, f"DISK = [ IMAGE_ID = {image_id} ]")
-    wait_for("the attach", lambda: "ATTACH" not in disks(nubo, vm_id).get("2", {"ATTACH": 1}))
+    wait_until("the attach", lambda: "ATTACH" not in disks(nubo, vm_id).get("2", {"ATTACH": 1}))
     call(nubo, "one.vm.detach", vm_id, 2)
-    wait_for("the detach to fail", lambda: "injected failure of detach_disk" in
+    wait_until("the detach to fail", lambda: "injected failure of detach_disk" in
              (vm_doc(nubo, vm_id).findtext("USER_TEMPLATE/ERROR") or ""))
     nubo.wait_vm(vm_id, "RUNNING")
     assert disks(nubo, vm_id)["2"].get("DETACH") is None
@@ -166,14 +154,14 @@ def test_disks_of_a_stopped_vm_and_saving_one(nubo: LiveNubo) -> None:
     nubo.wait_vm(vm_id, "STOPPED")
     image_id = volume(nubo, "data-cold")
     call(nubo, "one.vm.attach", vm_id, f"DISK = [ IMAGE_ID = {image_id} ]")
-    wait_for("the attach", lambda: "ATTACH" not in disks(nubo, vm_id).get("2", {"ATTACH": 1}))
+    wait_until("the attach", lambda: "ATTACH" not in disks(nubo, vm_id).get("2", {"ATTACH": 1}))
     assert vm_doc(nubo, vm_id).findtext("STATE") == "4"  # still STOPPED, no transition
     log = log_text(nubo, vm_id)
     assert "attach_disk" not in log  # nothing runs: only the front-end copy changes
 
     assert "disk 0 is a swap" in refused(nubo, "one.vm.savedisk", vm_id, 0, "swap", "")
     saved = int(call(nubo, "one.vm.savedisk", vm_id, 2, "golden", "DATABLOCK"))
-    wait_for("the saved image", lambda: image_doc(nubo, saved).findtext("STATE") == "1")
+    wait_until("the saved image", lambda: image_doc(nubo, saved).findtext("STATE") == "1")
     doc = image_doc(nubo, saved)
     assert doc.findtext("TYPE") == "2" and doc.findtext("TEMPLATE/SAVED_VM_ID") == str(vm_id)
     assert doc.findtext("SIZE") == "16"
@@ -185,7 +173,7 @@ def test_disks_of_a_stopped_vm_and_saving_one(nubo: LiveNubo) -> None:
         nubo, "one.vm.savedisk", vm_id, 2, "golden", "")
 
     call(nubo, "one.vm.detach", vm_id, 2)
-    wait_for("the detach", lambda: "2" not in disks(nubo, vm_id))
+    wait_until("the detach", lambda: "2" not in disks(nubo, vm_id))
     assert image_doc(nubo, image_id).findtext("STATE") == "1"
 
     nubo.cli("vm", "resume", str(vm_id))
@@ -200,7 +188,7 @@ def test_a_failed_save_marks_the_image_error(nubo: LiveNubo) -> None:
     nubo.cli("vm", "stop", str(vm_id))
     nubo.wait_vm(vm_id, "STOPPED")
     saved = int(call(nubo, "one.vm.savedisk", vm_id, 1, "broken-save", ""))
-    wait_for("the failed save", lambda: image_doc(nubo, saved).findtext("STATE") == "5")
+    wait_until("the failed save", lambda: image_doc(nubo, saved).findtext("STATE") == "5")
     assert "injected failure of cpds" in (image_doc(nubo, saved).findtext("TEMPLATE/ERROR") or "")
     assert "SAVE_AS" not in disks(nubo, vm_id)["1"]
     nubo.cli("vm", "delete", str(vm_id))

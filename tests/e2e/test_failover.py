@@ -6,7 +6,6 @@ process's network namespace, never from Nubo."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import xml.etree.ElementTree as ET
@@ -15,11 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from drivers.lab import LabUnavailable, create_hosts
-from tests.e2e.labcloud import Cloud, add_qemu_hosts, lab_conf, wait_until
+from drivers.lab import Lab
+from tests.e2e.labcloud import Cloud, qemu_cloud, wait_until
 from tests.guest import guest_files_in
-from tests.live import LiveNubo
-from tests.strict import missing
 
 pytestmark = pytest.mark.slow
 BOOT = 120.0
@@ -35,24 +32,14 @@ remote	=	no]
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    try:
-        lab = create_hosts(3, tmp_path_factory.mktemp("failover-lab"),
-                           prefix=f"nubo-t{os.getpid()}-fo")
-    except LabUnavailable as exc:
-        missing(f"the namespace lab ({exc})")
-    nubo: LiveNubo | None = None
     nubo_cli = Path(sys.executable).parent / "nubo"
-    fence = f'FENCE_COMMAND = "{nubo_cli} lab fence $HOST --dir {lab.workdir}"\n'
-    try:
-        nubo = LiveNubo(tmp_path_factory.mktemp("failover-nubo"),
-                        conf=lab_conf(lab) + SEED_HOST_HOOK + fence)
-        nubo.start()
-        add_qemu_hosts(nubo, lab)
-        yield Cloud(nubo, lab)
-    finally:
-        if nubo is not None:
-            nubo.stop()
-        lab.destroy()
+
+    def conf(lab: Lab) -> str:
+        return SEED_HOST_HOOK + (f'FENCE_COMMAND = "{nubo_cli} lab fence $HOST '
+                                 f'--dir {lab.workdir}"\n')
+
+    with qemu_cloud(tmp_path_factory, "fo", 3, conf) as made:
+        yield made
 
 
 def state(cloud: Cloud, vm_id: int) -> tuple[str, str, str]:

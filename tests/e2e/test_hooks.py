@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.live import FAST_CONF, ROOT, LiveNubo
+from tests.live import FAST_CONF, ROOT, LiveNubo, call, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -73,21 +73,10 @@ def nubo(tmp_path_factory: pytest.TempPathFactory, record: Path) -> Iterator[Liv
         live.stop()
 
 
-def call(nubo: LiveNubo, method: str, *args: Any) -> Any:
-    ok, value, code = getattr(nubo.rpc(), method)(nubo.session, *args)[:3]
-    assert ok, (method, value, code)
-    return value
-
 
 def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
-
-def wait_for(what: str, check: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def runs(nubo: LiveNubo, **filters: Any) -> list[ET.Element]:
@@ -98,7 +87,7 @@ def runs(nubo: LiveNubo, **filters: Any) -> list[ET.Element]:
 
 def settle(nubo: LiveNubo) -> None:
     """Until no hook run is pending or running."""
-    wait_for("the hooks to run", lambda: not any(
+    wait_until("the hooks to run", lambda: not any(
         r.findtext("STATUS") in ("pending", "running") for r in runs(nubo)))
 
 
@@ -135,12 +124,12 @@ def test_host_events(nubo: LiveNubo, record: Path, tmp_path: Path) -> None:
     out = nubo.cli("host", "create", "flaky", "--im", "dummy", "--vmm", "dummy")
     host_id = int(out.stdout.split()[-1])
     hosts = record.with_name("record.txt.hosts")
-    wait_for("flaky monitored", lambda: ET.fromstring(call(nubo, "one.host.info", host_id))
+    wait_until("flaky monitored", lambda: ET.fromstring(call(nubo, "one.host.info", host_id))
              .findtext("STATE") == "2")
     spec = tmp_path / "attrs"
     spec.write_text('DUMMY_FAIL = "monitor"\n')
     nubo.cli("host", "update", "flaky", str(spec), "--merge")
-    wait_for("host ERROR", lambda: any(line.startswith(f"ERROR {host_id} ")
+    wait_until("host ERROR", lambda: any(line.startswith(f"ERROR {host_id} ")
                                        for line in lines(hosts)))
     time.sleep(3)  # more failed probes: ERROR fires on entering the state only
     nubo.cli("host", "disable", "flaky")
@@ -153,7 +142,7 @@ def test_host_events(nubo: LiveNubo, record: Path, tmp_path: Path) -> None:
 def test_the_seeds_failure_hook_resubmits_through_onevm(nubo: LiveNubo) -> None:
     vm_id = int(call(nubo, "one.vm.allocate",
                      'NAME = "doomed"\nMEMORY = 32\nCPU = 0.1\nDUMMY_FAIL = "deploy"\n'))
-    wait_for("a resubmit by the hook", lambda: any(
+    wait_until("a resubmit by the hook", lambda: any(
         r.findtext("STATUS") == "done" for r in runs(nubo, resource="VM", resource_id=vm_id,
                                                      event="FAILED")), 30)
     assert "asked for resubmit" in nubo.cli("vm", "log", str(vm_id)).stdout

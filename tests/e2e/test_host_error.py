@@ -11,11 +11,10 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.live import FAST_CONF, LiveNubo
+from tests.live import FAST_CONF, LiveNubo, call, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -52,17 +51,6 @@ def daemon(tmp_path: Path) -> Iterator[Callable[[str], LiveNubo]]:
         nubo.stop()
 
 
-def call(nubo: LiveNubo, method: str, *args: Any) -> Any:
-    ok, value, code = getattr(nubo.rpc(), method)(nubo.session, *args)[:3]
-    assert ok, (method, value, code)
-    return value
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def host(nubo: LiveNubo, name: str, *attrs: str) -> int:
@@ -71,7 +59,7 @@ def host(nubo: LiveNubo, name: str, *attrs: str) -> int:
     args = [a for attr in (own, *attrs) for a in ("--attr", attr)]
     out = nubo.cli("host", "create", name, "--im", "dummy", "--vmm", "dummy", *args)
     host_id = int(out.stdout.split()[-1])
-    wait_for(f"{name} monitored", lambda: host_state(nubo, host_id) == 2)
+    wait_until(f"{name} monitored", lambda: host_state(nubo, host_id) == 2)
     return host_id
 
 
@@ -132,7 +120,7 @@ def test_the_seeds_host_hook_fences_then_moves_the_vms(daemon: Callable[[str], L
     host(nubo, "spare")
     started = time.monotonic()
     fail_host(nubo, "sick", tmp_path)
-    wait_for("every VM RUNNING on spare", lambda: all(running_on(nubo, v, "spare") for v in vms))
+    wait_until("every VM RUNNING on spare", lambda: all(running_on(nubo, v, "spare") for v in vms))
     print(f"host failure -> {len(vms)} VMs RUNNING on spare: {time.monotonic() - started:.1f} s")
     assert (tmp_path / "fenced.txt").read_text() == f"sick {sick}\n"  # fenced once, first
     for vm_id in vms:
@@ -147,7 +135,7 @@ def test_the_seeds_host_hook_fences_then_moves_the_vms(daemon: Callable[[str], L
     left = [nubo.var / "ds-sick" / "0" / str(v) for v in vms]
     assert {dummy_state(d) for d in left} == {"running"}  # nothing was asked of sick
     heal_host(nubo, "sick", tmp_path)
-    wait_for("the copies on sick cancelled", lambda: {dummy_state(d) for d in left} == {"off"})
+    wait_until("the copies on sick cancelled", lambda: {dummy_state(d) for d in left} == {"off"})
     for vm_id in vms:
         assert running_on(nubo, vm_id, "spare")
         assert "answers again: removing what the VM left there" in nubo.cli(
@@ -163,7 +151,7 @@ def test_vms_of_a_host_in_error_are_unknown_until_polled(daemon: Callable[[str],
     vm_id = vms_on(nubo, 1)[0]
     fail_host(nubo, "quiet", tmp_path)
     # the dummy VM poll still answers (only the host probe fails): back to RUNNING at once
-    wait_for("UNKNOWN, then RUNNING again", lambda: "(was ACTIVE/UNKNOWN, on poll_running)"
+    wait_until("UNKNOWN, then RUNNING again", lambda: "(was ACTIVE/UNKNOWN, on poll_running)"
              in nubo.cli("vm", "log", str(vm_id)).stdout)
     log = nubo.cli("vm", "log", str(vm_id)).stdout
     assert "Host quiet does not answer" in log and "New state is ACTIVE/UNKNOWN" in log
@@ -177,7 +165,7 @@ def test_a_failed_fence_moves_nothing(daemon: Callable[[str], LiveNubo],
     vms = vms_on(nubo, 2)
     host(nubo, "spare")
     fail_host(nubo, "walled", tmp_path)
-    wait_for("the hook to end", lambda: any(r.findtext("STATUS") == "failed"
+    wait_until("the hook to end", lambda: any(r.findtext("STATUS") == "failed"
                                             for r in hook_runs(nubo)))
     output = hook_runs(nubo)[0].findtext("EXECUTION_RESULT/STDOUT") or ""
     assert "fencing walled failed" in output and "left where they are" in output
@@ -194,9 +182,9 @@ def test_a_host_that_recovers_during_the_wait_keeps_its_vms(daemon: Callable[[st
     vms = vms_on(nubo, 2)
     host(nubo, "spare")
     fail_host(nubo, "blip", tmp_path)
-    wait_for("blip in ERROR", lambda: host_state(nubo, blip) == 3)
+    wait_until("blip in ERROR", lambda: host_state(nubo, blip) == 3)
     heal_host(nubo, "blip", tmp_path)
-    wait_for("the hook to end", lambda: any(r.findtext("STATUS") in ("done", "failed")
+    wait_until("the hook to end", lambda: any(r.findtext("STATUS") in ("done", "failed")
                                             for r in hook_runs(nubo)))
     output = hook_runs(nubo)[0].findtext("EXECUTION_RESULT/STDOUT") or ""
     assert "no longer in ERROR: nothing to do" in output, output
@@ -212,7 +200,7 @@ def test_without_a_fence_command_the_grace_period_decides(daemon: Callable[[str]
     vms = vms_on(nubo, 2)
     host(nubo, "spare")
     fail_host(nubo, "gone", tmp_path)
-    wait_for("the VMs on spare", lambda: all(running_on(nubo, v, "spare") for v in vms))
+    wait_until("the VMs on spare", lambda: all(running_on(nubo, v, "spare") for v in vms))
     output = hook_runs(nubo)[0].findtext("EXECUTION_RESULT/STDOUT") or ""
     assert "must stay unreachable for 3 s" in output
 
@@ -222,14 +210,14 @@ def test_a_host_goes_to_error_only_after_the_missed_probe_threshold(
     nubo = daemon("HOST_MISSED_PROBES = 3\n")
     wobbly = host(nubo, "wobbly")
     fail_host(nubo, "wobbly", tmp_path)
-    wait_for("one missed probe", lambda: "host wobbly missed probe 1 of 3"
+    wait_until("one missed probe", lambda: "host wobbly missed probe 1 of 3"
              in nubo.log_path.read_text())
     heal_host(nubo, "wobbly", tmp_path)
-    wait_for("a good probe", lambda: host_state(nubo, wobbly) == 2)
+    wait_until("a good probe", lambda: host_state(nubo, wobbly) == 2)
     time.sleep(4)  # two monitoring intervals (FAST_CONF) more
     assert host_state(nubo, wobbly) in (1, 2)  # MONITORING or MONITORED, never ERROR
     assert f"host {wobbly} in ERROR" not in nubo.log_path.read_text()
     fail_host(nubo, "wobbly", tmp_path)  # for good, this time
-    wait_for("ERROR after three missed probes", lambda: host_state(nubo, wobbly) == 3)
+    wait_until("ERROR after three missed probes", lambda: host_state(nubo, wobbly) == 3)
     text = nubo.log_path.read_text()
     assert "host wobbly missed probe 2 of 3" in text and f"host {wobbly} in ERROR" in text

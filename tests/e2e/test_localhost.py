@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.labcloud import wait_until
 from tests.guest import guest_files_in
-from tests.live import FAST_CONF, LiveNubo
+from tests.live import FAST_CONF, LiveNubo, call, wait_until
 
 pytestmark = pytest.mark.slow
 AUTO_CONF = FAST_CONF.replace("LOCALHOST_VMM = dummy\n", "")
@@ -26,11 +25,6 @@ class QemuLessNubo(LiveNubo):
     def env(self) -> dict[str, str]:
         return {**super().env(), "NUBO_QEMU": "qemu-system-nowhere"}
 
-
-def call(nubo: LiveNubo, method: str, *args: object) -> object:
-    ok, value, code = getattr(nubo.rpc(), method)(nubo.session, *args)[:3]
-    assert ok, (method, value, code)
-    return value
 
 
 def localhost(nubo: LiveNubo) -> ET.Element:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.live import FAST_CONF, LiveNubo
+from tests.live import FAST_CONF, LiveNubo, call, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -31,16 +31,11 @@ def nubo(request: pytest.FixtureRequest,
         for name in ("m1", "m2"):
             live.cli("host", "create", name, "--im", "dummy", "--vmm", "dummy")
         for name in ("m1", "m2"):
-            wait_for(f"{name} monitored", lambda n=name: host(live, n)["STATE"] == "2")
+            wait_until(f"{name} monitored", lambda n=name: host(live, n)["STATE"] == "2")
         yield live
     finally:
         live.stop()
 
-
-def call(nubo: LiveNubo, method: str, *args: Any) -> Any:
-    ok, value, code = getattr(nubo.rpc(), method)(nubo.session, *args)[:3]
-    assert ok, (method, value, code)
-    return value
 
 
 def refused(nubo: LiveNubo, method: str, *args: Any, session: str = "") -> tuple[str, int]:
@@ -91,16 +86,10 @@ def running_vm(nubo: LiveNubo, on: str, extra: str = "") -> int:
     return vm_id
 
 
-def wait_for(what: str, check: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
 
 def settled(nubo: LiveNubo, vm_id: int) -> None:
     """Wait until the VM is RUNNING again (ACTIVE/RUNNING), whatever host it is on."""
-    wait_for(f"VM {vm_id} RUNNING", lambda: state(nubo, vm_id) == ("3", "3"))
+    wait_until(f"VM {vm_id} RUNNING", lambda: state(nubo, vm_id) == ("3", "3"))
 
 
 def test_cold_migration_moves_the_vm_and_its_capacity(nubo: LiveNubo) -> None:
@@ -144,7 +133,7 @@ def test_a_failed_migration_leaves_the_vm_running_where_it_was(nubo: LiveNubo, l
     vm_id = running_vm(nubo, "m1", f'DUMMY_FAIL = "{fail}"\n')
     before = usage(nubo, "m1"), usage(nubo, "m2")
     call(nubo, "one.vm.migrate", vm_id, host_id(nubo, "m2"), live)
-    wait_for("the failure", lambda: len(history(nubo, vm_id)) == 3)
+    wait_until("the failure", lambda: len(history(nubo, vm_id)) == 3)
     settled(nubo, vm_id)
     records = history(nubo, vm_id)
     assert [r["HOSTNAME"] for r in records] == ["m1", "m2", "m1"]
@@ -176,7 +165,7 @@ def test_a_vm_finalized_while_migrating_releases_both_hosts(nubo: LiveNubo) -> N
     call(nubo, "one.vm.action", "finalize", vm_id)
     nubo.wait_vm(vm_id, "DONE")
     assert (usage(nubo, "m1"), usage(nubo, "m2")) == before
-    wait_for("the cleanup on both hosts", lambda: "cleaning there too" in
+    wait_until("the cleanup on both hosts", lambda: "cleaning there too" in
              nubo.cli("vm", "log", str(vm_id)).stdout)
 
 
@@ -188,11 +177,11 @@ def test_refusals(nubo: LiveNubo) -> None:
     message, code = refused(nubo, "one.vm.migrate", vm_id, 9999, False)
     assert code == 0x400 and "9999" in message
     call(nubo, "one.host.update", m2, "DUMMY_TOTALCPU = 10\n", 1)  # no room for 0.5 CPU
-    wait_for("m2 down to 0.1 CPU", lambda: host(nubo, "m2")["MAX_CPU"] == "10")
+    wait_until("m2 down to 0.1 CPU", lambda: host(nubo, "m2")["MAX_CPU"] == "10")
     message, _ = refused(nubo, "one.vm.migrate", vm_id, m2, False, True)
     assert "no room" in message
     call(nubo, "one.host.update", m2, "DUMMY_TOTALCPU = 800\n", 1)
-    wait_for("m2 back to 8 CPUs", lambda: host(nubo, "m2")["MAX_CPU"] == "800")
+    wait_until("m2 back to 8 CPUs", lambda: host(nubo, "m2")["MAX_CPU"] == "800")
     call(nubo, "one.host.enable", m2, False)
     message, _ = refused(nubo, "one.vm.migrate", vm_id, m2, False)
     assert "disabled" in message

@@ -6,18 +6,15 @@ from its serial console."""
 
 from __future__ import annotations
 
-import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from core.lifecycle import LcmState, VmState
-from drivers.lab import LabUnavailable, create_hosts
-from tests.e2e.labcloud import Cloud, add_qemu_hosts, lab_conf, wait_until
+from tests.e2e.labcloud import Cloud, qemu_cloud, wait_until
 from tests.guest import guest_files_in
-from tests.live import LiveNubo
-from tests.strict import missing
 
 pytestmark = pytest.mark.slow
 BOOT = 90.0
@@ -25,21 +22,8 @@ BOOT = 90.0
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    try:
-        lab = create_hosts(2, tmp_path_factory.mktemp("migration-lab"),
-                           prefix=f"nubo-t{os.getpid()}-mig")
-    except LabUnavailable as exc:
-        missing(f"the namespace lab ({exc})")
-    nubo: LiveNubo | None = None
-    try:
-        nubo = LiveNubo(tmp_path_factory.mktemp("migration-nubo"), conf=lab_conf(lab))
-        nubo.start()
-        add_qemu_hosts(nubo, lab)
-        yield Cloud(nubo, lab)
-    finally:
-        if nubo is not None:
-            nubo.stop()
-        lab.destroy()
+    with qemu_cloud(tmp_path_factory, "mig") as made:
+        yield made
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +79,11 @@ def test_cold_migration_over_ssh(cloud: Cloud, template: str) -> None:
     live = cloud.nubo.cli("vm", "migrate", str(vm_id), "h2", "--live", check=False)
     assert live.returncode == 1 and "shared storage" in live.stderr  # tm/ssh: cold only
 
+    asked = time.monotonic()
     out = cloud.nubo.cli("vm", "migrate", str(vm_id), "h2", "--wait", "--timeout", str(BOOT))
     assert out.returncode == 0, out.stderr
+    print(f"cold migration h1 -> h2 over ssh, CLI call to RUNNING: "
+          f"{time.monotonic() - asked:.1f} s")
     host, new_dir = placement(cloud, vm_id)
     assert host == "h2" and new_dir != old_dir
     assert cloud.qemu_hosts(vm_id) == ["h2"]
@@ -126,11 +113,13 @@ def test_live_migration_on_shared_storage(cloud: Cloud, template: str,
     try:
         vm_id = vm_on(cloud, template, "h1", "live")
         assert cloud.qemu_hosts(vm_id) == ["h1"]
+        asked = time.monotonic()
         cloud.call("one.vm.migrate", vm_id, cloud.host_id("h2"), True)
         seen = set()
         while state(cloud, vm_id) != (VmState.ACTIVE, LcmState.RUNNING):
             seen.add(state(cloud, vm_id)[1])
         wait_running(cloud, vm_id)
+        print(f"live migration h1 -> h2, call to RUNNING: {time.monotonic() - asked:.1f} s")
         assert placement(cloud, vm_id)[0] == "h2" and cloud.qemu_hosts(vm_id) == ["h2"]
         assert LcmState.SAVE_MIGRATE not in seen  # live: never saved
         assert console(cloud, vm_id).count("NUBO-GUEST-START") == 1

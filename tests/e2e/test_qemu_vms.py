@@ -17,11 +17,8 @@ from typing import Any
 import pytest
 
 from core.lifecycle import LcmState, VmState
-from drivers.lab import LabUnavailable, create_hosts
-from tests.e2e.labcloud import Cloud, add_qemu_hosts, lab_conf, wait_until
+from tests.e2e.labcloud import Cloud, qemu_cloud, wait_until
 from tests.guest import guest_files_in
-from tests.live import LiveNubo
-from tests.strict import missing
 
 pytestmark = pytest.mark.slow
 BOOT = 90.0  # TCG on 2 shared cores, several VMs at once
@@ -29,22 +26,8 @@ BOOT = 90.0  # TCG on 2 shared cores, several VMs at once
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    try:
-        lab = create_hosts(2, tmp_path_factory.mktemp("qemu-lab"),
-                           prefix=f"nubo-t{os.getpid()}-qemu")
-    except LabUnavailable as exc:
-        missing(f"the namespace lab ({exc})")
-    nubo: LiveNubo | None = None
-    try:
-        nubo = LiveNubo(tmp_path_factory.mktemp("qemu-nubo"), conf=lab_conf(lab))
-        nubo.start()
-        made = Cloud(nubo, lab)
-        add_qemu_hosts(nubo, lab)
+    with qemu_cloud(tmp_path_factory, "qemu") as made:
         yield made
-    finally:
-        if nubo is not None:
-            nubo.stop()
-        lab.destroy()
 
 
 @pytest.fixture(scope="module")

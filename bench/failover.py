@@ -1,0 +1,140 @@
+"""Host death to VMs RUNNING elsewhere, on real SSH hosts.
+
+Creates a lab of 3 SSH hosts (network namespaces, drivers/lab.py) and starts `nubo serve`
+with the seed's fault-tolerance hook (`HOST HOOK ... host_error.rb $HID -r n`) and
+`FENCE_COMMAND = nubo lab fence $HOST`. N VMs run on h1 (the remote-dummy drivers: every
+driver action over SSH on the host, nothing booted; `--qemu` boots the test guest
+instead), then h1 is killed (its sshd and VMs stopped, its link cut) and the script
+prints, from the kill:
+
+  ERROR        the monitor puts h1 in ERROR (a probe fails or times out)
+  fenced       host_error's fence command has run (nubo lab fence)
+  RUNNING      every VM is RUNNING on h2 or h3
+
+for a few monitoring settings side by side, each against the goal (<= 15 s for 20 VMs).
+OpenNebula 3.4's defaults (MONITORING_INTERVAL 600 s) take about 9-10 minutes; not run.
+Needs root, openssh-server (scripts/system-deps), like the lab.
+
+    .venv/bin/python bench/failover.py                 # 20 VMs
+    .venv/bin/python bench/failover.py --vms 5 --qemu  # real guests (TCG: keep N small)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from drivers.lab import create_hosts  # noqa: E402
+from tests.e2e.labcloud import (  # noqa: E402
+    Cloud,
+    add_qemu_hosts,
+    add_remote_dummy_host,
+    lab_conf,
+    write_remote_dummy,
+)
+from tests.guest import guest_files_in  # noqa: E402
+from tests.live import LiveNubo, wait_until  # noqa: E402
+
+GOAL = 15.0
+HOOK = ('HOST_HOOK = [ name = "error", on = "ERROR", command = "host_error.rb", '
+        'arguments = "$HID -r n", remote = no ]\n')
+# (label, MONITORING_INTERVAL, MONITOR_TIMEOUT, HOST_MISSED_PROBES)
+SETTINGS = [("interval 2 s, probe timeout 10 s", 2, 10, 1),
+            ("interval 2 s, probe timeout 4 s", 2, 4, 1),
+            ("interval 2 s, timeout 4 s, 2 missed", 2, 4, 2)]
+
+
+def run(n: int, qemu: bool, label: str, interval: int, timeout: int, missed: int,
+        work: Path) -> dict[str, float]:
+    lab = create_hosts(3, work / "lab", prefix=f"nubo-fo{int(time.time()) % 10000}")
+    nubo: LiveNubo | None = None
+    try:
+        conf = (lab_conf(lab) + HOOK + f"MONITORING_INTERVAL = {interval}\n"
+                f"MONITOR_TIMEOUT = {timeout}\nHOST_MISSED_PROBES = {missed}\n"
+                f'FENCE_COMMAND = "{Path(sys.executable).parent / "nubo"} lab fence $HOST '
+                f'--dir {lab.workdir}"\n')
+        nubo = LiveNubo(work / "nubo", conf=conf)
+        if not qemu:
+            write_remote_dummy(nubo.var / "remotes")
+        nubo.start()
+        cloud = Cloud(nubo, lab)
+        if qemu:
+            add_qemu_hosts(nubo, lab)
+            kernel, initrd = guest_files_in(work)
+            body = (f'OS = [ KERNEL = "{kernel}", INITRD = "{initrd}", '
+                    'KERNEL_CMD = "console=ttyS0 quiet panic=-1" ]\nMEMORY = 96\n')
+        else:
+            for host in lab.hosts:
+                add_remote_dummy_host(nubo, lab, host)
+            for host in lab.hosts:
+                wait_until(f"{host.name} monitored",
+                           lambda h=host.name: cloud.host_doc(h).findtext("STATE") == "2", 60)
+            body = "MEMORY = 32\n"
+        for name in ("h2", "h3"):
+            nubo.cli("host", "disable", name)
+        vms = [int(cloud.call("one.vm.allocate", f'NAME = "f{i}"\nCPU = 0.05\n' + body))
+               for i in range(n)]
+        wait_until("every VM RUNNING on h1", lambda: all(where(cloud, v) == "h1" for v in vms),
+                   600)
+        for name in ("h2", "h3"):
+            nubo.cli("host", "enable", name)
+            wait_until(f"{name} back", lambda h=name: cloud.host_doc(h).findtext("STATE") == "2")
+        h1 = lab.host("h1")
+        killed = time.monotonic()
+        h1.power_off()
+        h1.cut()
+        times: dict[str, float] = {}
+        fenced_mark = "h1 fenced"
+        while len(times) < 3:
+            now = time.monotonic() - killed
+            if "ERROR" not in times and cloud.host_doc("h1").findtext("STATE") == "3":
+                times["ERROR"] = now
+            if "fenced" not in times and any(fenced_mark in (r.findtext(
+                    "EXECUTION_RESULT/STDOUT") or "") for r in ET.fromstring(
+                    cloud.call("one.hooklog.info", 0, 0, -1, 0))):
+                times["fenced"] = now
+            if "RUNNING" not in times and all(where(cloud, v) not in ("", "h1") for v in vms):
+                times["RUNNING"] = now
+            if now > 600:
+                raise SystemExit(f"{label}: not done after 600 s: {times}")
+            time.sleep(0.1)
+        return times
+    finally:
+        if nubo is not None:
+            nubo.stop()
+        lab.destroy()
+
+
+def where(cloud: Cloud, vm_id: int) -> str:
+    """The host a RUNNING VM runs on, "" when it is not RUNNING."""
+    doc = cloud.vm_doc(vm_id)
+    if (doc.findtext("STATE"), doc.findtext("LCM_STATE")) != ("3", "3"):
+        return ""
+    return doc.findall("HISTORY_RECORDS/HISTORY")[-1].findtext("HOSTNAME") or ""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--vms", type=int, default=20, help="VMs on the host that dies")
+    parser.add_argument("--qemu", action="store_true", help="boot the test guest under qemu")
+    args = parser.parse_args()
+    print(f"{args.vms} VMs ({'qemu guests' if args.qemu else 'remote-dummy'}) on h1; h1 killed")
+    print(f"{'settings':<40} {'ERROR':>7} {'fenced':>7} {'RUNNING':>8}  goal <= {GOAL:g} s")
+    for label, interval, timeout, missed in SETTINGS:
+        with tempfile.TemporaryDirectory(prefix="nubo-failover-") as tmp:
+            times = run(args.vms, args.qemu, label, interval, timeout, missed, Path(tmp))
+        verdict = "met" if times["RUNNING"] <= GOAL else "missed"
+        print(f"{label:<40} {times['ERROR']:>6.1f}s {times['fenced']:>6.1f}s "
+              f"{times['RUNNING']:>7.1f}s  {verdict}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
