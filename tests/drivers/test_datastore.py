@@ -10,14 +10,12 @@ import asyncio
 import base64
 import gzip
 import hashlib
-import http.server
 import json
 import os
 import re
 import shutil
 import socket
 import subprocess
-import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -31,6 +29,7 @@ from core.models import Datastore, Image
 from drivers.runner import DriverResult, LocalRunner
 from tests.drivers.conftest import SYSTEM_PATH
 from tests.strict import missing
+from tests.web import serving
 
 MB = 1024 * 1024
 SBIN = "/usr/local/sbin:/usr/sbin:/sbin"
@@ -60,60 +59,11 @@ def qcow2(path: Path, size: str, *extra: str) -> Path:
     return path
 
 
-# --- the web server -------------------------------------------------------------------------
-
-
-class Files(http.server.BaseHTTPRequestHandler):
-    """Serves server.files (path -> bytes); paths under /slow/ in 10 chunks, 0.3 s apart."""
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def _head(self) -> bytes | None:
-        data: bytes | None = self.server.files.get(self.path)  # type: ignore[attr-defined]
-        if data is None:
-            self.send_error(404)
-            return None
-        self.send_response(200)
-        self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        return data
-
-    def do_HEAD(self) -> None:
-        self._head()
-
-    def do_GET(self) -> None:
-        data = self._head()
-        if data is None:
-            return
-        try:
-            if not self.path.startswith("/slow/"):
-                self.wfile.write(data)
-                return
-            step = len(data) // 10 + 1
-            for start in range(0, len(data), step):
-                self.wfile.write(data[start:start + step])
-                self.wfile.flush()
-                time.sleep(0.3)
-        except ConnectionError:
-            pass
-
-
 @pytest.fixture(scope="module")
 def web() -> Iterator[tuple[str, dict[str, bytes]]]:
     """An http server on loopback and the files it serves (add to the dict)."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
-    files: dict[str, bytes] = {}
-    server.files = files  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", files
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serving() as served:
+        yield served
 
 
 def closed_port() -> int:

@@ -8,12 +8,10 @@ Real files under the test's tmp dir, a gzip one, http URLs served on 127.0.0.1.
 from __future__ import annotations
 
 import gzip
-import http.server
 import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -29,6 +27,7 @@ from tests.apis.occi.client import INFRA
 from tests.drivers.conftest import SYSTEM_PATH
 from tests.live import FAST_CONF, LiveNubo, call
 from tests.strict import missing
+from tests.web import serving
 
 pytestmark = pytest.mark.slow
 
@@ -38,57 +37,11 @@ LOCKED, READY, ERROR = 4, 1, 5
 OS_TPL = "http://schemas.nubo.cloud/occi/os_tpl#"
 
 
-# --- a web server that can trickle ------------------------------------------------------------
-
-
-class Files(http.server.BaseHTTPRequestHandler):
-    """Serves server.files (path -> bytes); paths under /slow/ in 20 chunks, 0.25 s apart."""
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-    def do_HEAD(self) -> None:
-        self._head()
-
-    def _head(self) -> bytes | None:
-        data: bytes | None = self.server.files.get(self.path)  # type: ignore[attr-defined]
-        if data is None:
-            self.send_error(404)
-            return None
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        return data
-
-    def do_GET(self) -> None:
-        data = self._head()
-        if data is None:
-            return
-        step = len(data) // 20 + 1 if self.path.startswith("/slow/") else len(data)
-        try:
-            for start in range(0, len(data), step):
-                self.wfile.write(data[start:start + step])
-                self.wfile.flush()
-                if step < len(data):
-                    time.sleep(0.25)
-        except ConnectionError:
-            pass
-
-
 @pytest.fixture(scope="module")
 def web() -> Iterator[tuple[str, dict[str, bytes]]]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Files)
-    server.daemon_threads = True
-    files: dict[str, bytes] = {}
-    server.files = files  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", files
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    """An http server on loopback and the files it serves (add to the dict)."""
+    with serving() as served:
+        yield served
 
 
 # --- the daemon ---------------------------------------------------------------------------------
