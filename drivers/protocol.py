@@ -13,11 +13,12 @@ programming errors raise.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import posixpath
 import re
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 
 from core.drivers import LogFn
@@ -150,6 +151,21 @@ class StderrLog:
         return "".join(line + "\n" for line in self._lines)
 
 
+# On top of an action's own timeout: the time a transport may spend reaching the host and
+# syncing the remotes tree. Past both, the caller gets an answer whatever the transport is
+# stuck on (a connection to a host whose link was cut answers nothing, not even an error).
+REACH_GRACE = 30.0
+
+
+async def _bounded(work: Awaitable[DriverResult], timeout: float) -> DriverResult:
+    try:
+        async with asyncio.timeout(timeout + REACH_GRACE):
+            return await work
+    except TimeoutError:
+        return failure(RC_TIMEOUT, f"no answer after {timeout + REACH_GRACE:g} s (the host "
+                       "or the connection to it hangs)")
+
+
 class RunnerBase:
     """run() and execute() for every transport: check the request, log the command line and
     the outcome around the transport's _run_action() or _run_command()."""
@@ -170,7 +186,8 @@ class RunnerBase:
         rel = action_path(kind, driver, action)
         argv = [str(a) for a in args]
         emit(log, "I", f"Command execution: {shlex.join([rel, *argv])}")
-        return _outcome(log, rel, await self._run_action(rel, argv, stdin, timeout, log))
+        return _outcome(log, rel, await _bounded(
+            self._run_action(rel, argv, stdin, timeout, log), timeout))
 
     async def execute(
         self,
@@ -192,7 +209,8 @@ class RunnerBase:
         refused = _refusal(words, extra)
         if refused is not None:
             return _outcome(log, name, failure(RC_NOT_EXECUTABLE, refused))
-        return _outcome(log, name, await self._run_command(words, extra, stdin, timeout, log))
+        return _outcome(log, name, await _bounded(
+            self._run_command(words, extra, stdin, timeout, log), timeout))
 
     async def _run_action(
         self, rel: str, argv: list[str], stdin: bytes | None, timeout: float, log: LogFn | None
