@@ -11,7 +11,8 @@ prints, from the kill:
   fenced       host_error's fence command has run (nubo lab fence)
   RUNNING      every VM is RUNNING on h2 or h3
 
-for a few monitoring settings side by side, each against the goal (<= 15 s for 20 VMs).
+for monitoring settings side by side (`--setting I` picks rows), each against the goal
+(<= 15 s for 20 VMs).
 OpenNebula 3.4's defaults (MONITORING_INTERVAL 600 s) take about 9-10 minutes; not run.
 Needs root, openssh-server (scripts/system-deps), like the lab.
 
@@ -45,10 +46,11 @@ from tests.live import LiveNubo, wait_until  # noqa: E402
 GOAL = 15.0
 HOOK = ('HOST_HOOK = [ name = "error", on = "ERROR", command = "host_error.rb", '
         'arguments = "$HID -r n", remote = no ]\n')
-# (label, MONITORING_INTERVAL, MONITOR_TIMEOUT, HOST_MISSED_PROBES)
+# (label, MONITORING_INTERVAL, MONITOR_TIMEOUT, HOST_MISSED_PROBES). A 4 s probe timeout
+# with 20 VMs polled made re-enabled hosts miss their probes (not understood yet): the
+# second row shows it.
 SETTINGS = [("interval 2 s, probe timeout 10 s", 2, 10, 1),
-            ("interval 2 s, probe timeout 4 s", 2, 4, 1),
-            ("interval 2 s, timeout 4 s, 2 missed", 2, 4, 2)]
+            ("interval 2 s, probe timeout 4 s", 2, 4, 1)]
 
 
 def run(n: int, qemu: bool, label: str, interval: int, timeout: int, missed: int,
