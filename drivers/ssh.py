@@ -350,9 +350,11 @@ class SshRunner(RunnerBase):
         out = bytearray()
         err = StderrLog(log, pid_line=wrapped)
         session = _Session()
-        async with self._channels:
-            try:
-                async with contextlib.AsyncExitStack() as stack, asyncio.timeout(timeout):
+        try:
+            # waiting for a free channel counts against the timeout: actions piling up on a
+            # host that stopped answering must not starve the next one (a probe) for ever
+            async with asyncio.timeout(timeout), self._channels:
+                async with contextlib.AsyncExitStack() as stack:
                     proc = await self._start(conn, command, stack, session, err)
                     await together(
                         pump(proc.stdout, out.extend),
@@ -360,15 +362,15 @@ class SshRunner(RunnerBase):
                         feed(proc.stdin, stdin or b"", proc.stdin.write_eof),
                     )
                     await proc.wait_closed()
-            except TimeoutError:
-                if session.killer is not None:
-                    await session.killer
-                err.close()
-                return failure(RC_TIMEOUT, f"timed out after {timeout:g} s", err.text)
-            except (asyncssh.Error, OSError) as exc:
-                err.close()
-                lost = f"lost connection to {self._where}: {_describe(exc)}"
-                return failure(RC_UNREACHABLE, lost, err.text)
+        except TimeoutError:
+            if session.killer is not None:
+                await session.killer
+            err.close()
+            return failure(RC_TIMEOUT, f"timed out after {timeout:g} s", err.text)
+        except (asyncssh.Error, OSError) as exc:
+            err.close()
+            lost = f"lost connection to {self._where}: {_describe(exc)}"
+            return failure(RC_UNREACHABLE, lost, err.text)
         err.close()
         rc = proc.returncode
         if rc is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -47,7 +46,12 @@ class Cloud:
         """The lab hosts where a qemu process of VM `vm_id` runs, found from the processes
         themselves (the lab's hosts share one PID namespace; each process's network
         namespace tells its host), not from anything Nubo or its driver wrote."""
-        names = {host.netns: host.name for host in self.lab.hosts}
+        names = {}
+        for host in self.lab.hosts:
+            try:
+                names[f"net:[{os.stat(f'/run/netns/{host.netns}').st_ino}]"] = host.name
+            except FileNotFoundError:
+                pass  # a host whose namespace is gone runs nothing
         found = []
         for proc in Path("/proc").iterdir():
             if not proc.name.isdigit():
@@ -60,9 +64,11 @@ class Cloud:
                 continue
             if argv[argv.index(b"-name") + 1] != f"one-{vm_id}".encode():
                 continue
-            netns = subprocess.run(["ip", "netns", "identify", proc.name], capture_output=True,
-                                   text=True, check=False).stdout.strip()
-            found.append(names.get(netns, netns or "?"))
+            try:  # the namespace itself, by inode (`ip netns identify` can miss it)
+                netns = os.readlink(proc / "ns" / "net")
+            except OSError:
+                continue  # exited meanwhile
+            found.append(names.get(netns, netns))
         return sorted(found)
 
 
