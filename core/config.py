@@ -90,6 +90,8 @@ class Config:
     hook_concurrency: int = 8  # hook commands run at once
     hook_timeout: float = 60.0  # seconds before a hook command is stopped
     host_missed_probes: int = 1  # probes failed in a row before a host goes to ERROR
+    heartbeat_interval: float = 2.0  # seconds between two heartbeats of an SSH host (0: off)
+    host_missed_beats: int = 2  # heartbeats missed in a row before a host goes to ERROR
     fence_command: str = ""  # host_error's way to fence a failed host (core.hooks; README)
     fence_grace: float = 10.0  # without one: seconds a host stays unreachable to count as down
     extra: template.Template = field(default_factory=template.Template)
@@ -143,6 +145,8 @@ _KEYS: dict[str, tuple[str, type]] = {
     "HOOK_TIMEOUT": ("hook_timeout", float),
     "FENCE_COMMAND": ("fence_command", str),
     "HOST_MISSED_PROBES": ("host_missed_probes", int),
+    "HEARTBEAT_INTERVAL": ("heartbeat_interval", float),
+    "HOST_MISSED_BEATS": ("host_missed_beats", int),
     "FENCE_GRACE": ("fence_grace", float),
     "EC2_REGION": ("ec2_region", str),
     "EC2_PATH": ("ec2_path", str),

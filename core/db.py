@@ -158,6 +158,13 @@ def unit_of_work(engine: Engine) -> Iterator[Session]:
             raise
 
 
+def joined(engine: Engine) -> bool:
+    """Whether a `unit_of_work` opened now joins an enclosing `one_unit` (it does not
+    commit when it ends)."""
+    enclosing = _ENCLOSING.get()
+    return enclosing is not None and enclosing[0] is engine
+
+
 @contextmanager
 def one_unit(engine: Engine) -> Iterator[Session]:
     """One transaction that every `unit_of_work` opened inside it joins: for a request made

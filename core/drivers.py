@@ -41,6 +41,10 @@ class Runner(Protocol):
         protocol as run(); 127 when the command is missing, 126 when argv is refused."""
         ...
 
+    async def beat(self, timeout: float) -> Result:
+        """A heartbeat: whether the host answers now, within `timeout`."""
+        ...
+
 
 class Drivers(Protocol):
     """Runners per host, plus the front-end's own (TM actions run there)."""
@@ -63,5 +67,9 @@ class Drivers(Protocol):
     ) -> Result: ...
 
     def invalidate(self) -> None: ...
+
+    async def abort(self, host_name: str) -> None:
+        """Drop the connection to a host declared dead: what runs over it fails now."""
+        ...
 
     async def close(self) -> None: ...

@@ -22,12 +22,11 @@ from sqlmodel import select
 from core import hooks, template
 from core.drivers import Drivers, Result, Runner
 from core.models import HookRun, Host, LogEntry
-from core.service.context import Cloud
+from core.service.context import HOOKS, Cloud
 from core.work_loop import WorkLoop
 
 log = logging.getLogger("nubo.hooks")
-HOOKS = "hooks"  # wake-up channel
-IDLE_SECONDS = 0.5
+IDLE_SECONDS = 5.0  # runs are woken for (core.hooks queues them with notify_after_commit)
 OUTPUT_LIMIT = 4000  # characters of a run's output kept
 
 

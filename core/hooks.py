@@ -40,6 +40,7 @@ from core import documents
 from core.errors import InvalidRequest
 from core.lifecycle import LcmState, VmState
 from core.models import VM, Group, History, Hook, HookRun, Host, User
+from core.service.context import HOOKS, notify_after_commit
 
 VM_EVENTS = ("CREATE", "PROLOG", "RUNNING", "SHUTDOWN", "STOP", "DONE", "FAILED", "UNKNOWN",
              "CUSTOM")
@@ -189,6 +190,8 @@ def _queue(session: Session, hooks: Sequence[Hook], resource: str, object_id: in
                             object_id=object_id, event=event_of(hook), argv=json.dumps(argv),
                             host=host.name if hook.remote and host is not None else ""))
         queued += 1
+    if queued:
+        notify_after_commit(session, HOOKS)
     return queued
 
 

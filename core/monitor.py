@@ -6,7 +6,10 @@ Probe output is `NAME=VALUE` tokens; TOTAL*/FREE*/USED* feed the host share, eve
 lands in the host template. A probe
 that fails or times out puts the host in ERROR with the message (a DISABLED host stays
 DISABLED). A host left MONITORING (a probe cut off by a stop) is probed again at once.
-VMs in RUNNING or UNKNOWN are polled; the STATE letter becomes an event.
+Between probes, core.heartbeat beats every SSH host each HEARTBEAT_INTERVAL: a dead host is
+in ERROR seconds after it died, and one that answers again is probed at once.
+VMs in RUNNING or UNKNOWN are polled, one poll per VM at a time; the STATE letter becomes
+an event.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sqlmodel import Session, col, select
 from core import documents, hooks, template
 from core.drivers import Drivers
 from core.errors import InvalidRequest, InvalidState
+from core.heartbeat import Heartbeats
 from core.lifecycle import Event, HostState, LcmState, Step, VmState
 from core.models import VM, Group, History, Host, Operation, User, now
 from core.service import vms
@@ -69,9 +73,12 @@ class Monitor:
         self.cloud = cloud
         self.drivers = drivers
         self._inflight: set[int] = set()
+        self._polling: set[int] = set()  # VM ids whose poll runs (one at a time per VM)
         self._missed: dict[int, int] = {}  # host id -> probes failed in a row
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_vm_poll = 0.0
+        self.heartbeats = Heartbeats(cloud, drivers, self._no_heartbeat, self._heartbeat_back)
+        self._last_beat_sync = -float("inf")
 
     async def run(self) -> None:
         while True:
@@ -88,6 +95,9 @@ class Monitor:
         due = await anyio.to_thread.run_sync(self._due_hosts, force)
         for host_id in due:
             self._spawn(self.monitor_host(host_id))
+        if force or time.monotonic() - self._last_beat_sync >= self.heartbeats.interval:
+            self._last_beat_sync = time.monotonic()
+            self.heartbeats.update(await anyio.to_thread.run_sync(self.heartbeats.targets))
         interval = self.cloud.config.vm_polling_interval
         if time.monotonic() - self._last_vm_poll >= interval:
             self._last_vm_poll = time.monotonic()
@@ -100,6 +110,7 @@ class Monitor:
         task.add_done_callback(self._tasks.discard)
 
     async def drain(self) -> None:
+        await self.heartbeats.stop()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
@@ -200,11 +211,25 @@ class Monitor:
                 host.last_mon_time = now() - int(self.cloud.config.monitoring_interval) + 1
                 s.add(host)
 
-    def _host_failed(self, host_id: int, seen: str, message: str) -> None:
+    async def _no_heartbeat(self, host_id: int, message: str) -> None:
+        """Heartbeats missed: the host is in ERROR now, not at its next probe; what still
+        waits on its connection fails at once rather than at its timeout."""
+        name = await anyio.to_thread.run_sync(self._host_failed, host_id, None, message)
+        if name:
+            await self.drivers.abort(name)
+
+    async def _heartbeat_back(self, host_id: int) -> None:
+        """A host answers again after missing beats: probe it now (it leaves ERROR)."""
+        if host_id not in self._inflight:
+            self._spawn(self.monitor_host(host_id))
+
+    def _host_failed(self, host_id: int, seen: str | None, message: str) -> str:
+        """Put the host in ERROR (unless DISABLED); its name when it is in ERROR now.
+        seen: the template the failed probe was given (None for a heartbeat)."""
         with self.cloud.session() as s:
             host = s.get(Host, host_id, with_for_update=True)
-            if host is None or self._stale(host, seen):
-                return
+            if host is None or (seen is not None and self._stale(host, seen)):
+                return ""
             if host.state not in (HostState.DISABLED, HostState.ERROR):
                 hooks.fire_host(s, host, "ERROR", prev_state=host.state)
                 host.state = HostState.ERROR
@@ -212,7 +237,9 @@ class Monitor:
             host.error = message or "monitoring failed"
             host.last_mon_time = now()
             s.add(host)
+            name = host.name if host.state == HostState.ERROR else ""
         log.warning("host %s in ERROR: %s", host_id, message)
+        return name
 
     # --- VM polling ---
 
@@ -229,16 +256,25 @@ class Monitor:
             return [r for r in rows if r is not None]
 
     async def poll_vm(self, vm_id: int) -> None:
+        if vm_id in self._polling:  # the last poll still waits on its host
+            return
+        self._polling.add(vm_id)
+        try:
+            await self._poll_vm(vm_id)
+        finally:
+            self._polling.discard(vm_id)
+
+    async def _poll_vm(self, vm_id: int) -> None:
         loaded = await anyio.to_thread.run_sync(self._vm_doc, vm_id)
         if loaded is None:
             return
-        host_name, attrs, vmm, deploy_id, doc = loaded
+        host_name, attrs, vmm, deploy_id, doc, seq = loaded
         runner = self.drivers.for_host(host_name, attrs, "vmm", vmm)
         result = await runner.run(
             "vmm", vmm, "poll", [deploy_id, host_name, str(vm_id), host_name], stdin=doc,
             timeout=self.cloud.config.monitor_timeout,
         )
-        await anyio.to_thread.run_sync(self._vm_polled, vm_id, result.ok, result.stdout,
+        await anyio.to_thread.run_sync(self._vm_polled, vm_id, seq, result.ok, result.stdout,
                                        result.error)
         if result.ok and (self.cloud.config.remotes / "vmm" / vmm / "console").is_file():
             shown = await runner.run(
@@ -247,7 +283,7 @@ class Monitor:
             if shown.ok:
                 await anyio.to_thread.run_sync(vms.save_console, self.cloud, vm_id, shown.stdout)
 
-    def _vm_doc(self, vm_id: int) -> tuple[str, dict[str, str], str, str, bytes] | None:
+    def _vm_doc(self, vm_id: int) -> tuple[str, dict[str, str], str, str, bytes, int] | None:
         with self.cloud.session() as s:
             vm = s.get(VM, vm_id)
             if vm is None or vm.host_id is None:
@@ -264,12 +300,21 @@ class Monitor:
                 gname=group.name if group else "")).encode()
             attrs = {k: v for k, v in template.parse(host.template) if isinstance(v, str)}
             vmm = history[-1].vmm_mad if history else host.vmm_mad
-            return host.name, attrs, vmm, vm.deploy_id or f"one-{vm_id}", doc
+            seq = history[-1].seq if history else -1
+            return host.name, attrs, vmm, vm.deploy_id or f"one-{vm_id}", doc, seq
 
-    def _vm_polled(self, vm_id: int, ok: bool, output: str, error: str) -> None:
+    def _vm_polled(self, vm_id: int, seq: int, ok: bool, output: str, error: str) -> None:
+        """Record a poll of placement `seq`; dropped when the VM left that placement (or
+        stopped running) while the poll waited on its host: a late answer from the host
+        it left must not touch the VM where it runs now."""
         with self.cloud.session() as s:
             vm = s.get(VM, vm_id, with_for_update=True)
-            if vm is None:
+            if vm is None or vm.state != VmState.ACTIVE or vm.lcm_state not in (
+                    LcmState.RUNNING, LcmState.UNKNOWN):
+                return
+            last = s.exec(select(History.seq).where(History.vm_id == vm_id)
+                          .order_by(col(History.seq).desc()).limit(1)).first()
+            if (last if last is not None else -1) != seq:
                 return
             if not ok:
                 vm_log(s, vm_id, f"Poll failed: {error}", "E")

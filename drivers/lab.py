@@ -230,6 +230,18 @@ class Lab:
         self.namespaces.clear()
         self.state_file.unlink(missing_ok=True)
 
+    def power_on(self, name: str, *, detached: bool = False) -> LabHost:
+        """A fenced or crashed host boots again: its link up, its sshd started (nothing
+        else: VMs that were killed stay dead). detached as for create_hosts."""
+        host = self.host(name)
+        if host.sshd_running():
+            host.stop_sshd()
+        host.mend()
+        _start_sshd(self, host, require_tool("sshd"), detached)
+        self.save()
+        _wait_ready([host])
+        return host
+
     def _close_masters(self) -> None:
         ssh = shutil.which("ssh")
         masters = self.workdir / "cm"
@@ -410,7 +422,7 @@ def _build(lab: Lab, n: int, sshd: str, keygen: str, detached: bool) -> None:
         _start_sshd(lab, host, sshd, detached)
         lab.save()
     lab.known_hosts.write_text("".join(known))
-    _wait_ready(lab)
+    _wait_ready(lab.hosts)
 
 
 def _start_sshd(lab: Lab, host: LabHost, sshd: str, detached: bool) -> None:
@@ -436,9 +448,9 @@ def _start_sshd(lab: Lab, host: LabHost, sshd: str, detached: bool) -> None:
     host.sshd, host.pid = proc, proc.pid
 
 
-def _wait_ready(lab: Lab) -> None:
+def _wait_ready(hosts: list[LabHost]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
-    waiting = list(lab.hosts)
+    waiting = list(hosts)
     while waiting:
         for host in list(waiting):
             log = (host.dir / "sshd.log").read_text()

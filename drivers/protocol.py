@@ -212,6 +212,11 @@ class RunnerBase:
         return _outcome(log, name, await _bounded(
             self._run_command(words, extra, stdin, timeout, log), timeout))
 
+    async def beat(self, timeout: float) -> DriverResult:
+        """Whether the host answers now (a heartbeat): success, or why not, within
+        `timeout`. The front-end always answers itself."""
+        return DriverResult(0, "", "")
+
     async def _run_action(
         self, rel: str, argv: list[str], stdin: bytes | None, timeout: float, log: LogFn | None
     ) -> DriverResult:

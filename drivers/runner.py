@@ -222,6 +222,12 @@ class RunnerPool:
         if known is not None:
             await known[1].close()
 
+    async def abort(self, name: str) -> None:
+        """Drop the connection to a host declared dead (the runner stays)."""
+        known = self._ssh.get(name)
+        if known is not None:
+            await known[1].abort()
+
     async def close(self) -> None:
         runners = [runner for _, runner in self._ssh.values()] + self._retired
         self._ssh.clear()

@@ -156,6 +156,7 @@ class SshRunner(RunnerBase):
         self._sync_lock = asyncio.Lock()
         self._synced: str | None = None  # digest known to be on the host
         self._generation = 0  # bumped by every copy of the tree
+        self._beating = asyncio.Lock()  # one heartbeat at a time
 
     @classmethod
     def from_access(
@@ -235,6 +236,32 @@ class SshRunner(RunnerBase):
             return await self._channel(conn, command, stdin, timeout, log, wrapped=True)
 
         return await self._on_host(synced)
+
+    async def beat(self, timeout: float) -> DriverResult:
+        """A heartbeat: `true` on a channel of its own, outside the max_channels limit (a
+        host busy with long actions still answers; OpenSSH's 10 sessions leave room for it
+        and for _kill). A beat that times out leaves the connection alone: actions still
+        running on a slow host are not cut off because of it (abort() is for a host
+        declared dead)."""
+        try:
+            async with asyncio.timeout(timeout), self._beating:
+                conn = await self._connect()
+                done = await conn.run("true", check=False)
+        except TimeoutError:
+            return failure(RC_TIMEOUT, f"{self._where} did not answer within {timeout:g} s")
+        except _Unavailable as exc:
+            return exc.result
+        except (asyncssh.Error, OSError) as exc:
+            return failure(RC_UNREACHABLE, f"lost connection to {self._where}: {_describe(exc)}")
+        if done.exit_status != 0:
+            return failure(RC_UNREACHABLE, f"{self._where} answered its heartbeat with exit "
+                           f"status {done.exit_status}")
+        return DriverResult(0, "", "")
+
+    async def abort(self) -> None:
+        """Drop the connection at once (the host was declared dead): whatever runs on it
+        fails now, and the next call connects afresh."""
+        await self._drop()
 
     async def _run_command(
         self, argv: list[str], env: dict[str, str], stdin: bytes | None, timeout: float,

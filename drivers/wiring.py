@@ -82,5 +82,8 @@ class DriverSet:
     def invalidate(self) -> None:
         self.pool.invalidate()
 
+    async def abort(self, host_name: str) -> None:
+        await self.pool.abort(host_name)
+
     async def close(self) -> None:
         await self.pool.close()

@@ -22,7 +22,7 @@ from core.cli.commands import Subparsers, command, group
 from core.cli.output import Column, emit, emit_json, table
 
 if TYPE_CHECKING:
-    from drivers.lab import Lab
+    from drivers.lab import Lab, LabHost
 
 COLUMNS = [
     Column("NAME", lambda h: h["name"]),
@@ -208,20 +208,32 @@ def status(client: Client | None, args: argparse.Namespace) -> int:
 def fence(client: Client | None, args: argparse.Namespace) -> int:
     """A lab host's fence device: every process in its namespace killed (its VMs too),
     its link cut. For FENCE_COMMAND (`nubo lab fence $HOST --dir DIR`)."""
+    found, target = _lab_host(args)
+    target.fence()
+    emit(f"{target.name} fenced: nothing runs in {target.netns}, its link is down")
+    return 0
+
+
+def power_on(client: Client | None, args: argparse.Namespace) -> int:
+    """A fenced host boots again: link up, sshd started."""
+    found, target = _lab_host(args)
+    found.power_on(target.name, detached=True)
+    emit(f"{target.name} is up: its link is back and its sshd listens on {target.address}")
+    return 0
+
+
+def _lab_host(args: argparse.Namespace) -> tuple[Lab, LabHost]:
     from drivers import lab as labs
 
     _need_root()
     workdir = _workdir(args)
     try:
         found = labs.Lab.load(workdir)
-        target = found.host(args.host)
+        return found, found.host(args.host)
     except FileNotFoundError:
         raise CliError(f"no lab in {workdir} (`nubo lab up` creates one)") from None
     except KeyError:
         raise CliError(f"the lab in {workdir} has no host {args.host!r}") from None
-    target.fence()
-    emit(f"{target.name} fenced: nothing runs in {target.netns}, its link is down")
-    return 0
 
 
 def _answers(netns: str, address: str) -> bool:
@@ -274,6 +286,12 @@ def register(sub: Subparsers) -> None:
                 description="Fence a lab host as a fence device would a real one: every\n"
                             "process in its namespace is killed and its link cut.\n\n"
                             'FENCE_COMMAND = "nubo lab fence $HOST --dir /path/to/lab"')
+    p.add_argument("host", metavar="HOST")
+    p.add_argument("--dir", metavar="DIR",
+                   help="the lab's directory (default $NUBO_VAR/lab, ./var/lab)")
+    p.set_defaults(needs_client=False)
+    p = command(verbs, "power-on", "bring a fenced lab host back: its link up, its sshd "
+                "started (its VMs stay dead)", power_on)
     p.add_argument("host", metavar="HOST")
     p.add_argument("--dir", metavar="DIR",
                    help="the lab's directory (default $NUBO_VAR/lab, ./var/lab)")

@@ -17,6 +17,15 @@ from core.wakeups import Wakeups
 SCHEDULER = "scheduler"
 DISPATCHER = "dispatcher"
 MONITOR = "monitor"
+HOOKS = "hooks"  # a hook run was queued (core.hook_runs)
+# session.info key: wake-up channels to notify once the session's transaction committed
+AFTER_COMMIT = "nubo.notify"
+
+
+def notify_after_commit(session: Session, *channels: str) -> None:
+    """Wake these loops when the caller's transaction has committed (not before: they
+    would look for rows they cannot see yet)."""
+    session.info.setdefault(AFTER_COMMIT, set()).update(channels)
 
 
 @dataclass(frozen=True)
@@ -43,8 +52,12 @@ class Cloud:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
+        inner = db.joined(self.engine)  # then the enclosing unit commits, later
         with db.unit_of_work(self.engine) as session:
             yield session
+        channels = None if inner else session.info.pop(AFTER_COMMIT, None)
+        if channels:
+            self.wakeups.notify(*sorted(channels))
 
 
 def vm_log(session: Session, vm_id: int, message: str, severity: str = "I") -> None:

@@ -390,3 +390,68 @@ def test_lab_removes_namespaces_left_by_dead_runs(lab: Lab) -> None:
     assert ns in clean_stale()
     assert not os.path.exists(f"/run/netns/{ns}")
     assert os.path.exists(f"/run/netns/{lab.netns}")  # ours is alive: kept
+
+
+# --- heartbeats ---------------------------------------------------------------------------
+
+
+def test_a_heartbeat_is_answered_while_every_action_channel_is_busy(lab: Lab,
+                                                                   remotes: Path) -> None:
+    write_script(remotes, "vmm/mydrv/deploy", "#!/bin/sh\nsleep 3\n")
+
+    async def body(runner: SshRunner) -> tuple[DriverResult, float, list[DriverResult]]:
+        await runner.sync()
+        busy = [asyncio.ensure_future(runner.run("vmm", "mydrv", "deploy", [], timeout=10))
+                for _ in range(2)]
+        await asyncio.sleep(0.5)  # both channels taken
+        started = time.monotonic()
+        beat = await runner.beat(1.0)
+        return beat, time.monotonic() - started, list(await asyncio.gather(*busy))
+
+    beat, elapsed, actions = with_runner(fresh_access(lab), remotes, body, max_channels=2)
+    assert beat.ok, beat.error
+    assert elapsed < 1.0  # it did not wait for a channel
+    assert all(a.ok for a in actions)
+
+
+def test_a_heartbeat_to_a_cut_or_closed_host_fails_within_its_timeout(lab: Lab,
+                                                                      remotes: Path) -> None:
+    h1 = lab.host("h1")
+
+    async def body(runner: SshRunner) -> list[tuple[DriverResult, float]]:
+        results = []
+        assert (await runner.beat(2.0)).ok
+        h1.cut()
+        try:
+            started = time.monotonic()
+            results.append((await runner.beat(0.5), time.monotonic() - started))
+        finally:
+            h1.mend()
+        results.append((await runner.beat(5.0), 0.0))  # the same connection lives on
+        return results
+
+    (cut, elapsed), (mended, _) = with_runner(fresh_access(lab), remotes, body)
+    assert (cut.rc, cut.error) == (124, "host h1 (10.213.0.11:22) did not answer within 0.5 s")
+    assert elapsed < 1.5
+    assert mended.ok, mended.error
+    closed = with_runner(fresh_access(lab, port=2222), remotes, lambda r: r.beat(2.0))
+    assert (closed.rc, closed.error) == (
+        255, "cannot reach host h1 (10.213.0.11:2222): Connection refused")
+
+
+def test_abort_fails_what_runs_on_the_connection_at_once(lab: Lab, remotes: Path) -> None:
+    write_script(remotes, "vmm/mydrv/deploy", "#!/bin/sh\nsleep 20\n")
+
+    async def body(runner: SshRunner) -> tuple[DriverResult, float, DriverResult]:
+        await runner.sync()
+        running = asyncio.ensure_future(runner.run("vmm", "mydrv", "deploy", [], timeout=30))
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        await runner.abort()
+        failed = await running
+        return failed, time.monotonic() - started, await runner.beat(5.0)
+
+    failed, elapsed, beat = with_runner(fresh_access(lab), remotes, body)
+    assert failed.rc == 255 and failed.error.startswith("lost connection to host h1")
+    assert elapsed < 2
+    assert beat.ok  # the next call connects afresh

@@ -107,6 +107,11 @@ def add_remote_dummy_host(nubo: LiveNubo, lab: Lab, host: LabHost, *attrs: str) 
              "--attr", f"DATASTORE_LOCATION={host.datastores}", *extra)
 
 
+# FAST_CONF's monitoring undone: a probe every 60 s that may take 60 s, as OpenNebula (and
+# Nubo) ship; failures are found by the heartbeats (core.heartbeat) at their defaults
+MONITORING_DEFAULTS = "MONITORING_INTERVAL = 60\nMONITOR_TIMEOUT = 60\n"
+
+
 def lab_conf(lab: Lab) -> str:
     """nubo.conf for a daemon whose hosts are the lab's (no localhost host)."""
     return (FAST_CONF + f"SSH_USER = {lab.user}\nSSH_KEY = {lab.client_key}\n"

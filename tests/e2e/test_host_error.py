@@ -138,8 +138,9 @@ def test_the_seeds_host_hook_fences_then_moves_the_vms(daemon: Callable[[str], L
     wait_until("the copies on sick cancelled", lambda: {dummy_state(d) for d in left} == {"off"})
     for vm_id in vms:
         assert running_on(nubo, vm_id, "spare")
-        assert "answers again: removing what the VM left there" in nubo.cli(
-            "vm", "log", str(vm_id)).stdout
+        # (the step's log lines land when it ends, a moment after the cancel itself)
+        wait_until(f"VM {vm_id}'s reclaim logged", lambda v=vm_id: "answers again: removing "
+                   "what the VM left there" in nubo.cli("vm", "log", str(v)).stdout)
     assert dummy_state(nubo.var / "ds-sick" / "0" / str(suspended)) == "saved"
     assert placements(nubo, suspended) == ["sick"]
 
