@@ -31,12 +31,15 @@ import base64
 import json
 import re
 import shlex
+import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from sqlalchemy import Connection, Engine
 from sqlmodel import Session, col, select
 
-from core import documents
+from core import db, documents
 from core.errors import InvalidRequest
 from core.lifecycle import LcmState, VmState
 from core.models import VM, Group, History, Hook, HookRun, Host, User
@@ -169,8 +172,55 @@ def fire_host(session: Session, host: Host, event: str, *, prev_state: int) -> i
 
 
 def _hooks(session: Session, resource: str, events: Sequence[str]) -> list[Hook]:
+    known = _INDEX.events(_engine(session))
+    if not any((resource, event) in known for event in events):
+        return []  # most transitions: no query
     return list(session.exec(select(Hook).where(Hook.resource == resource,
                                                 col(Hook.on).in_(events))))
+
+
+def changed(engine: Engine) -> None:
+    """Hooks were added or removed (call it once that transaction committed)."""
+    _INDEX.forget(engine)
+
+
+class _Index:
+    """Which (resource, event) pairs have hooks at all, per database. Nearly every VM
+    transition has none, and asking the database each time cost about 0.25 ms per
+    transition. The set is read in a transaction of its own (not the caller's, whose
+    snapshot may predate the last change) and kept unless forget() was called meanwhile."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: weakref.WeakKeyDictionary[Engine, frozenset[tuple[str, str]]] = (
+            weakref.WeakKeyDictionary())
+        self._generation = 0
+
+    def events(self, engine: Engine) -> frozenset[tuple[str, str]]:
+        with self._lock:
+            known = self._known.get(engine)
+            generation = self._generation
+        if known is not None:
+            return known
+        with db.read_unit(engine) as s:
+            known = frozenset((r, o) for r, o in s.exec(select(Hook.resource, Hook.on)))
+        with self._lock:
+            if self._generation == generation:
+                self._known[engine] = known
+        return known
+
+    def forget(self, engine: Engine) -> None:
+        with self._lock:
+            self._generation += 1
+            self._known.pop(engine, None)
+
+
+_INDEX = _Index()
+
+
+def _engine(session: Session) -> Engine:
+    bind = session.get_bind()
+    return bind.engine if isinstance(bind, Connection) else bind
 
 
 def _queue(session: Session, hooks: Sequence[Hook], resource: str, object_id: int,

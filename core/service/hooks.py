@@ -31,6 +31,7 @@ def load_conf_hooks(cloud: Cloud) -> int:
                 s.delete(clash)
                 s.flush()
             s.add(spec.row("conf"))
+    hooks.changed(cloud.engine)
     return len(cloud.config.hooks)
 
 
@@ -66,9 +67,10 @@ def create_hook(cloud: Cloud, caller: Caller, *, text: str) -> int:
             s.add(row)
             s.flush()
             assert row.id is not None
-            return row.id
     except IntegrityError:
         raise Conflict(f"a {spec.resource} hook named {spec.name} exists") from None
+    hooks.changed(cloud.engine)
+    return row.id
 
 
 def get_hook(cloud: Cloud, caller: Caller, *, hook_id: int) -> Hook:
@@ -96,6 +98,7 @@ def delete_hook(cloud: Cloud, caller: Caller, *, hook_id: int) -> None:
             raise InvalidRequest(f"hook {hook.name} comes from nubo.conf: remove it there "
                                  "(it is loaded again at each start)")
         s.delete(hook)
+    hooks.changed(cloud.engine)
 
 
 def list_runs(cloud: Cloud, caller: Caller, *, hook_id: int = -1, resource: str = "",

@@ -6,6 +6,9 @@ hang or fail leaving the core alone."""
 from __future__ import annotations
 
 import base64
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -224,3 +227,66 @@ def test_a_bad_hook_in_nubo_conf_stops_the_daemon_with_a_clear_message(tmp_path:
                           capture_output=True, timeout=60, env=env)
     assert done.returncode == 1
     assert "VM_HOOK 'x': on must be one of" in done.stderr and "Traceback" not in done.stderr
+
+
+# hooks/blocker <file> <words...>: the first run hangs (until killed), later ones do not
+BLOCKER = """#!/bin/sh
+out=$1; shift
+printf 'start %s\\n' "$*" >> "$out"
+if [ ! -e "$out.blocked" ]; then echo $$ > "$out.blocked"; sleep 600; fi
+printf 'end %s\\n' "$*" >> "$out"
+"""
+
+
+def test_runs_queued_or_cut_off_by_a_crash_run_after_it_and_done_ones_never_again(
+        tmp_path: Path) -> None:
+    """One hook slot, taken by a run that hangs: every later event's runs wait in the queue
+    (UNKNOWN and CUSTOM among them). The daemon and the hanging run are SIGKILLed, as by a
+    power cut. After the restart each queued run runs once; the run cut off runs again
+    (hooks must be safe to run twice, as OpenNebula's); nothing fires twice."""
+    record = tmp_path / "record.txt"
+    var = tmp_path / "var"
+    hooks = var / "remotes" / "hooks"
+    hooks.mkdir(parents=True)
+    for name, text in (("record", RECORD), ("blocker", BLOCKER)):
+        (hooks / name).write_text(text)
+        (hooks / name).chmod(0o755)
+    conf = FAST_CONF + "REGISTER_LOCALHOST = NO\nHOOK_CONCURRENCY = 1\nHOOK_TIMEOUT = 900\n"
+    conf += f'VM_HOOK = [ name = "blocker", on = "CREATE", command = "blocker", ' \
+            f'arguments = "{record} CREATE $VMID" ]\n'
+    for event in ("RUNNING", "UNKNOWN"):
+        conf += (f'VM_HOOK = [ name = "rec-{event.lower()}", on = "{event}", command = "record",'
+                 f' arguments = "{record} {event} $VMID $PREV_LCM_STATE" ]\n')
+    conf += (f'VM_HOOK = [ name = "rec-custom", on = "CUSTOM", state = "ACTIVE", lcm_state = '
+             f'"UNKNOWN", command = "record", arguments = "{record} CUSTOM $VMID" ]\n')
+    nubo = LiveNubo(var, conf=conf)
+    blocked = record.with_name("record.txt.blocked")
+    try:
+        nubo.start()
+        nubo.cli("host", "create", "d1", "--im", "dummy", "--vmm", "dummy")
+        vm_id = int(call(nubo, "one.vm.allocate", 'NAME = "crashy"\nMEMORY = 32\nCPU = 0.1\n'))
+        nubo.wait_vm(vm_id, "RUNNING")
+        spec = tmp_path / "attrs"
+        spec.write_text('DUMMY_FAIL = "monitor"\n')  # d1 in ERROR: the VM UNKNOWN...
+        nubo.cli("host", "update", "d1", str(spec), "--merge")
+        wait_until("UNKNOWN, then RUNNING again", lambda: "(was ACTIVE/UNKNOWN, on "
+                   "poll_running)" in nubo.cli("vm", "log", str(vm_id)).stdout)  # ...polled
+        wait_until("the blocker to hang", blocked.exists)
+        assert lines(record) == [f"start CREATE {vm_id}"]  # everything else waits
+        queued = sorted(r.findtext("EVENT") or "" for r in runs(nubo, status="pending"))
+        assert queued == ["CUSTOM", "RUNNING", "RUNNING", "UNKNOWN"], queued
+        nubo.kill()
+        os.kill(int(blocked.read_text()), signal.SIGKILL)  # its own process group
+        nubo.start()
+        settle(nubo)
+        mine = sorted(lines(record))
+        assert mine == sorted([f"start CREATE {vm_id}", f"start CREATE {vm_id}",
+                               f"end CREATE {vm_id}", f"RUNNING {vm_id} 2",
+                               f"UNKNOWN {vm_id} 3", f"CUSTOM {vm_id}",
+                               f"RUNNING {vm_id} 16"]), mine
+        assert [r.findtext("STATUS") for r in runs(nubo)] == ["done"] * 5
+    finally:
+        nubo.stop()
+        if blocked.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(blocked.read_text()), signal.SIGKILL)
