@@ -20,13 +20,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+import anyio
 from sqlmodel import select
 
 from core import template
 from core.drivers import Drivers, Runner
 from core.lifecycle import HostState
 from core.models import Host
-from core.service.context import Cloud
+from core.service.context import Cloud, host_log
 
 log = logging.getLogger("nubo.heartbeat")
 
@@ -101,6 +102,11 @@ class Heartbeats:
     def _local(self, target: Target) -> bool:
         return self._runner(target) is self.drivers.local()
 
+    def _note(self, host_id: int, message: str, severity: str) -> None:
+        with self.cloud.session() as s:
+            if s.get(Host, host_id) is not None:
+                host_log(s, host_id, message, severity)
+
     async def _beat(self, host_id: int, in_error: bool) -> None:
         """Beat one host until cancelled. A host already in ERROR counts as having missed
         its beats, so its first answer has it probed."""
@@ -118,6 +124,8 @@ class Heartbeats:
                 if result.ok:
                     if missed:
                         log.info("host %s answers its heartbeat again", target.name)
+                        await anyio.to_thread.run_sync(
+                            self._note, host_id, "Answers its heartbeat again", "I")
                         await self._answered(host_id)
                     missed = 0
                 else:
@@ -125,6 +133,9 @@ class Heartbeats:
                     if missed < threshold:
                         log.warning("host %s missed heartbeat %d of %d: %s", target.name,
                                     missed, threshold, result.error)
+                        await anyio.to_thread.run_sync(
+                            self._note, host_id,
+                            f"Missed heartbeat {missed} of {threshold}: {result.error}", "E")
                     elif missed == threshold:
                         await self._missed(host_id, f"no answer to {threshold} heartbeat(s) "
                                            f"in a row: {result.error}")

@@ -22,7 +22,7 @@ from sqlmodel import select
 from core import hooks, template
 from core.drivers import Drivers, Result, Runner
 from core.models import HookRun, Host, LogEntry
-from core.service.context import HOOKS, Cloud
+from core.service.context import HOOKS, Cloud, host_log
 from core.work_loop import WorkLoop
 
 log = logging.getLogger("nubo.hooks")
@@ -146,9 +146,11 @@ class HookRuns(WorkLoop):
             where = f" on {work.remote}" if work.remote else ""
             line = (f"Hook {work.name} ({work.event}){where}: exit {result.rc}"
                     + ("" if result.ok else f": {result.error}"))
+            severity = "I" if result.ok else "E"
             if work.resource == "vm":
-                s.add(LogEntry(vm_id=work.object_id, severity="I" if result.ok else "E",
-                               message=line))
+                s.add(LogEntry(vm_id=work.object_id, severity=severity, message=line))
+            elif s.get(Host, work.object_id) is not None:
+                host_log(s, work.object_id, line, severity)
         if not result.ok:
             log.warning("%s %s %s", work.resource, work.object_id, line)
 

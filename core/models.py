@@ -263,6 +263,18 @@ class LogEntry(SQLModel, table=True):
     message: str = Field(default="", sa_column=text_column())
 
 
+class HostLogEntry(SQLModel, table=True):
+    """A host's log: its state changes and why, heartbeats it missed, its hooks' outcomes
+    (`nubo host log`; OpenNebula wrote these to oned.log only)."""
+
+    __tablename__ = "host_log"
+    id: int | None = Field(default=None, primary_key=True)
+    host_id: int = Field(index=True)
+    time: float = Field(default_factory=time.time)
+    severity: str = "I"  # I, E, D
+    message: str = Field(default="", sa_column=text_column())
+
+
 class Tag(SQLModel, table=True):
     """A user's key/value label on one of its objects (kind: vm, image, ...)."""
 

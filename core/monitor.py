@@ -31,7 +31,7 @@ from core.heartbeat import Heartbeats
 from core.lifecycle import Event, HostState, LcmState, Step, VmState
 from core.models import VM, Group, History, Host, Operation, User, now
 from core.service import vms
-from core.service.context import MONITOR, Cloud, vm_log
+from core.service.context import MONITOR, Cloud, host_log, vm_log
 from core.service.hosts import SYNC
 from core.service.transitions import apply
 
@@ -132,7 +132,7 @@ class Monitor:
             loaded = await anyio.to_thread.run_sync(self._host_doc, host_id)
             if loaded is None:
                 return
-            name, im, attrs, doc, seen = loaded
+            name, im, attrs, doc, seen, first = loaded
             runner = self.drivers.for_host(name, attrs, "im", im)
             result = await self.drivers.run_probes(
                 runner, im, host_id, name, stdin=doc, timeout=self.cloud.config.monitor_timeout
@@ -146,7 +146,8 @@ class Monitor:
                     error = str(exc)
             if not error:
                 self._missed.pop(host_id, None)
-                await anyio.to_thread.run_sync(self._host_monitored, host_id, seen, metrics)
+                await anyio.to_thread.run_sync(self._host_monitored, host_id, seen, metrics,
+                                               first)
                 return
             self._missed[host_id] = missed = self._missed.get(host_id, 0) + 1
             if missed < self.cloud.config.host_missed_probes:
@@ -158,17 +159,20 @@ class Monitor:
         finally:
             self._inflight.discard(host_id)
 
-    def _host_doc(self, host_id: int) -> tuple[str, str, dict[str, str], bytes, str] | None:
+    def _host_doc(self, host_id: int
+                  ) -> tuple[str, str, dict[str, str], bytes, str, bool] | None:
+        """What a probe needs; the last item: the host is new (or was just enabled)."""
         with self.cloud.session() as s:
             host = s.get(Host, host_id, with_for_update=True)
             if host is None:
                 return None
+            first = host.state == HostState.INIT
             if host.state in (HostState.INIT, HostState.MONITORED):
                 host.state = HostState.MONITORING  # 3.4: shown as `update` while probed
                 s.add(host)
             attrs = {k: v for k, v in template.parse(host.template) if isinstance(v, str)}
             doc = documents.to_string(documents.host_xml(host)).encode()
-            return host.name, host.im_mad, attrs, doc, host.template
+            return host.name, host.im_mad, attrs, doc, host.template, first
 
     @staticmethod
     def _stale(host: Host, seen: str) -> bool:
@@ -179,7 +183,8 @@ class Monitor:
         host.last_mon_time = 0
         return True
 
-    def _host_monitored(self, host_id: int, seen: str, metrics: template.Template) -> None:
+    def _host_monitored(self, host_id: int, seen: str, metrics: template.Template,
+                        first: bool) -> None:
         with self.cloud.session() as s:
             host = s.get(Host, host_id, with_for_update=True)
             if host is None or self._stale(host, seen):
@@ -196,7 +201,12 @@ class Monitor:
                     except ValueError:
                         pass
             if host.state == HostState.ERROR:
-                _reclaim(s, host)
+                reclaimed = _reclaim(s, host)
+                host_log(s, host_id, "Answers again: MONITORED" + (
+                    f"; queued the removal of what {reclaimed} VM(s) left here while it was "
+                    "away" if reclaimed else ""))
+            elif first:
+                host_log(s, host_id, "Monitored: its first probe succeeded")
             if host.state != HostState.DISABLED:
                 host.state = HostState.MONITORED
             host.error = ""
@@ -233,7 +243,9 @@ class Monitor:
             if host.state not in (HostState.DISABLED, HostState.ERROR):
                 hooks.fire_host(s, host, "ERROR", prev_state=host.state)
                 host.state = HostState.ERROR
-                _lost(s, host)
+                lost = _lost(s, host)
+                host_log(s, host_id, f"In ERROR: {message or 'monitoring failed'}" + (
+                    f"; {lost} VM(s) UNKNOWN until it answers" if lost else ""), "E")
             host.error = message or "monitoring failed"
             host.last_mon_time = now()
             s.add(host)
@@ -356,17 +368,19 @@ def _num(value: str) -> float:
         return 0.0
 
 
-def _lost(session: Session, host: Host) -> None:
-    """A host entering ERROR: its RUNNING VMs are UNKNOWN until a poll finds them again."""
+def _lost(session: Session, host: Host) -> int:
+    """A host entering ERROR: its RUNNING VMs are UNKNOWN until a poll finds them again;
+    how many."""
     vms = session.exec(select(VM).where(VM.host_id == host.id, VM.state == VmState.ACTIVE,
                                         VM.lcm_state == LcmState.RUNNING)).all()
     for vm in vms:
         vm_log(session, vm.id or 0, f"Host {host.name} does not answer: the VM's state is "
                "unknown until it does")
         apply(session, vm, Event.POLL_MISSING)
+    return len(vms)
 
 
-def _reclaim(session: Session, host: Host) -> None:
+def _reclaim(session: Session, host: Host) -> int:
     """A host back from ERROR: what VMs left there while it was away (their cleanup asked
     nothing of it) is removed by a RECLAIM step each."""
     left = session.exec(select(History).where(History.host_id == host.id,
@@ -377,3 +391,4 @@ def _reclaim(session: Session, host: Host) -> None:
         session.add(Operation(vm_id=history.vm_id, step=Step.RECLAIM.value, seq=history.seq))
         vm_log(session, history.vm_id, f"Host {host.name} answers again: queued the removal "
                f"of what the VM left there (history seq {history.seq})")
+    return len(left)

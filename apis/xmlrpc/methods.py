@@ -191,6 +191,14 @@ def host_update(cloud: Cloud, caller: Caller, host_id: int, text: str, merge: in
     return host_id
 
 
+@method("one.host.log", int, optional=(int,))
+def host_log(cloud: Cloud, caller: Caller, host_id: int, after: int = 0) -> list[list[Any]]:
+    """Nubo extension: the host's log as [id, time, severity, message] rows after `after`
+    (oneadmin only)."""
+    return [[e.id or 0, e.time, e.severity, e.message]
+            for e in hosts.host_log_entries(cloud, caller, host_id=host_id, after=after)]
+
+
 @method("one.host.delete", int)
 def host_delete(cloud: Cloud, caller: Caller, host_id: int) -> int:
     hosts.delete_host(cloud, caller, host_id=host_id)

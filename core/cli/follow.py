@@ -75,8 +75,10 @@ def _settled(vm: views.View, elapsed: float, timeout: float) -> str | None:
     return _outcome(vm, elapsed, timeout)
 
 
-def log_entries(client: Client, vm_id: int, after: int) -> list[dict[str, Any]]:
-    rows = client.call("one.vm.log", vm_id, after)
+def log_entries(client: Client, vm_id: int, after: int, method: str = "one.vm.log"
+                ) -> list[dict[str, Any]]:
+    """Log rows of a VM (or, with method one.host.log, of a host) after id `after`."""
+    rows = client.call(method, vm_id, after)
     return [{"id": int(r[0]), "time": float(r[1]), "severity": str(r[2]), "message": str(r[3])}
             for r in rows]
 
@@ -85,9 +87,10 @@ def log_line(entry: dict[str, Any]) -> str:
     return f"{log_time(entry['time'])} [{entry['severity']}]: {entry['message']}"
 
 
-def show_log(client: Client, vm_id: int, *, follow: bool, as_json: bool) -> int:
+def show_log(client: Client, vm_id: int, *, follow: bool, as_json: bool,
+             method: str = "one.vm.log") -> int:
     """Print the log; with `follow`, keep polling for new lines until Ctrl-C."""
-    entries = log_entries(client, vm_id, 0)
+    entries = log_entries(client, vm_id, 0, method)
     if as_json and not follow:
         emit_json(entries)
         return 0
@@ -100,7 +103,7 @@ def show_log(client: Client, vm_id: int, *, follow: bool, as_json: bool) -> int:
             if not follow:
                 return 0
             time.sleep(LOG_POLL_SECONDS)
-            entries = log_entries(client, vm_id, last)
+            entries = log_entries(client, vm_id, last, method)
     except KeyboardInterrupt:
         return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from core import template
-from core.cli import views
+from core.cli import follow, views
 from core.cli.client import Client, resolve
 from core.cli.commands import Subparsers, attribute, command, for_each, group, read_source
 from core.cli.output import (
@@ -105,6 +105,12 @@ def sync(client: Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def log(client: Client, args: argparse.Namespace) -> int:
+    host_id = resolve(client, "host", args.host)
+    return follow.show_log(client, host_id, follow=args.follow, as_json=args.json,
+                           method="one.host.log")
+
+
 def update(client: Client, args: argparse.Namespace) -> int:
     host_id = resolve(client, "host", args.host)
     client.call("one.host.update", host_id, read_source(args.file), 1 if args.merge else 0)
@@ -131,6 +137,11 @@ def register(sub: Subparsers) -> None:
                             ("delete", delete, "delete hosts that run no VMs")):
         p = command(verbs, name, what, run)
         p.add_argument("hosts", nargs="+", metavar="ID|NAME")
+    p = command(verbs, "log", "print a host's log: state changes and why, missed heartbeats, "
+                "its hooks' outcomes (oneadmin)", log)
+    p.add_argument("host", metavar="ID|NAME")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing new lines until Ctrl-C")
     command(verbs, "sync", "send changed driver remotes to every host", sync)
     p = command(verbs, "update", "replace (or --merge into) a host's template", update)
     p.add_argument("host", metavar="ID|NAME")

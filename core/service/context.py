@@ -11,7 +11,7 @@ from sqlmodel import Session
 
 from core import db
 from core.config import Config
-from core.models import ADMIN_GROUP_ID, LogEntry
+from core.models import ADMIN_GROUP_ID, HostLogEntry, LogEntry
 from core.wakeups import Wakeups
 
 SCHEDULER = "scheduler"
@@ -63,3 +63,8 @@ class Cloud:
 def vm_log(session: Session, vm_id: int, message: str, severity: str = "I") -> None:
     """Append a line to the VM's log, in the caller's transaction."""
     session.add(LogEntry(vm_id=vm_id, severity=severity, message=message))
+
+
+def host_log(session: Session, host_id: int, message: str, severity: str = "I") -> None:
+    """Append a line to the host's log (`nubo host log`), in the caller's transaction."""
+    session.add(HostLogEntry(host_id=host_id, severity=severity, message=message))

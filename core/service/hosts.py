@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from sqlmodel import col, select
+from sqlmodel import col, delete, select
 
 from core import hooks, template
 from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from core.lifecycle import HostState, VmState
-from core.models import VM, Host
-from core.service.context import MONITOR, Caller, Cloud
+from core.models import VM, Host, HostLogEntry
+from core.service.context import MONITOR, Caller, Cloud, host_log
 
 SYNC = "sync"
 
@@ -55,6 +55,7 @@ def create_host(
         s.flush()
         assert host.id is not None
         host_id = host.id
+        host_log(s, host_id, f"Created by {caller.name}: im {im}, vmm {vmm}, vnm {vnm}")
         hooks.fire_host(s, host, "CREATE", prev_state=HostState.INIT)
     cloud.wakeups.notify(MONITOR)
     return host_id
@@ -107,9 +108,11 @@ def enable_host(cloud: Cloud, caller: Caller, *, host_id: int, enable: bool) -> 
             raise NotFound("host", host_id)
         if enable and host.state == HostState.DISABLED:
             host.state = HostState.INIT
+            host_log(s, host_id, f"Enabled by {caller.name}")
         elif not enable and host.state != HostState.DISABLED:
             hooks.fire_host(s, host, "DISABLE", prev_state=host.state)
             host.state = HostState.DISABLED
+            host_log(s, host_id, f"Disabled by {caller.name}: no new VMs")
         host.last_mon_time = 0  # probe it again now
         s.add(host)
     cloud.wakeups.notify(MONITOR)
@@ -126,6 +129,9 @@ def update_host(cloud: Cloud, caller: Caller, *, host_id: int, text: str, merge:
         host.template = template.updated(host.template, new, merge=merge).dumps()
         host.last_mon_time = 0  # probe it again now, with its new attributes
         s.add(host)
+        names = ", ".join(dict.fromkeys(name for name, _ in new)) or "nothing"
+        host_log(s, host_id, f"Template {'merged' if merge else 'replaced'} by {caller.name}: "
+                 f"{names}")
     cloud.wakeups.notify(MONITOR)
 
 
@@ -141,6 +147,21 @@ def delete_host(cloud: Cloud, caller: Caller, *, host_id: int) -> None:
         if busy is not None:
             raise Conflict(f"host {host.name} still has VM {busy}; move or delete its VMs first")
         s.delete(host)
+        s.exec(delete(HostLogEntry).where(col(HostLogEntry.host_id) == host_id))
+
+
+def host_log_entries(cloud: Cloud, caller: Caller, *, host_id: int,
+                     after: int = 0) -> list[HostLogEntry]:
+    """The host's log after entry `after`, oldest first (oneadmin only: it carries driver
+    and hook output)."""
+    if not caller.admin:
+        raise Forbidden("only members of group oneadmin may read host logs")
+    with cloud.session() as s:
+        if s.get(Host, host_id) is None:
+            raise NotFound("host", host_id)
+        query = select(HostLogEntry).where(HostLogEntry.host_id == host_id,
+                                           col(HostLogEntry.id) > after)
+        return list(s.exec(query.order_by(col(HostLogEntry.id))))
 
 
 def sync_hosts(cloud: Cloud, caller: Caller) -> None:

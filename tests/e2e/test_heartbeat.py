@@ -108,6 +108,14 @@ def test_a_cut_host_is_in_error_within_seconds_and_back_when_it_answers(
     assert error.startswith("no answer to 2 heartbeat(s) in a row: host h1 "), error
     wait_until("the hooks to run", lambda: len(events(tmp_path_factory, vm_id)) == 4)
     # ACTIVE=3; RUNNING=3, UNKNOWN=16; BOOT=2 (remote-dummy's deploy is one step)
+    shown = cloud.nubo.cli("host", "log", "h1").stdout
+    for line in ("[I]: Created by oneadmin: im remote-dummy, vmm remote-dummy",
+                 "[I]: Monitored: its first probe succeeded",
+                 "[E]: Missed heartbeat 1 of 2: host h1 ",
+                 "[E]: In ERROR: no answer to 2 heartbeat(s) in a row: host h1 ",
+                 "1 VM(s) UNKNOWN until it answers",
+                 "[I]: Answers its heartbeat again", "[I]: Answers again: MONITORED"):
+        assert line in shown, (line, shown)
     # (runs of one transition may finish in any order)
     assert sorted(events(tmp_path_factory, vm_id)) == [
         "CUSTOM 3 3", "RUNNING 3 16", "RUNNING 3 2", "UNKNOWN 3 3"], "each once"

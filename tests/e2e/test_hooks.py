@@ -140,6 +140,14 @@ def test_host_events(nubo: LiveNubo, record: Path, tmp_path: Path) -> None:
     mine = [line for line in lines(hosts) if line.split()[1] == str(host_id)]
     assert [line.split()[0] for line in mine] == ["CREATE", "ERROR", "DISABLE"], mine
     assert mine[2].split()[2] == "3"  # DISABLE came from ERROR
+    shown = nubo.cli("host", "log", "flaky").stdout
+    for line in ("[E]: In ERROR: ", "[I]: Hook host-error (ERROR): exit 0",
+                 "[I]: Template merged by oneadmin: DUMMY_FAIL",
+                 "[I]: Disabled by oneadmin: no new VMs", "[I]: Hook host-disable (DISABLE)"):
+        assert line in shown, (line, shown)
+    call(nubo, "one.user.allocate", "peeker", "pw", "")
+    ok, message, code = nubo.rpc().one.host.log("peeker:pw", host_id, 0)[:3]
+    assert not ok and code == 0x200 and "oneadmin" in message
 
 
 def test_the_seeds_failure_hook_resubmits_through_onevm(nubo: LiveNubo) -> None:
