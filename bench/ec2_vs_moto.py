@@ -34,7 +34,6 @@ import importlib.metadata
 import os
 import platform
 import random
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -58,7 +57,8 @@ from botocore.credentials import Credentials
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.live import LiveNubo, free_port  # noqa: E402
+from tests.live import LiveNubo  # noqa: E402
+from tests.moto import MotoServer as Moto  # noqa: E402
 
 API_VERSION = "2016-11-15"
 REGION = "us-east-1"
@@ -143,41 +143,6 @@ def instance_ids(xml: bytes) -> list[str]:
 
 
 # Servers
-
-
-class Moto:
-    def __init__(self, var: Path) -> None:
-        self.port = free_port()
-        self.log = var / "moto.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 30.0) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("moto server exited:\n" + self.log.read_text()[-3000:])
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-                conn.request("GET", "/moto-api/")
-                conn.getresponse().read()
-                conn.close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("moto server did not answer in time")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
 
 
 def moto_image(ep: Endpoint) -> str:
