@@ -15,17 +15,17 @@ import shutil
 from pathlib import Path
 
 import anyio
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
-from core import db, localhost, scheduler
+from core import bursting, db, localhost, scheduler, template
 from core.config import Config
 from core.dispatcher import Dispatcher
 from core.drivers import Drivers
 from core.errors import CloudError
 from core.hook_runs import HookRuns
 from core.image_copies import ImageCopies
-from core.lifecycle import HostState, VmState
-from core.models import ADMIN_USER_ID, SYSTEM_DATASTORE_ID, VM, Datastore, Host, User
+from core.lifecycle import HistoryReason, HostState, VmState
+from core.models import ADMIN_USER_ID, SYSTEM_DATASTORE_ID, VM, Datastore, History, Host, User
 from core.monitor import Monitor
 from core.service import datastores, identity
 from core.service import hooks as hook_service
@@ -112,7 +112,12 @@ def admin_caller(cloud: Cloud) -> Caller:
 
 
 def schedule_once(cloud: Cloud) -> int:
-    """One scheduler cycle: place up to MAX_DISPATCH pending VMs; returns how many."""
+    """One scheduler cycle: place up to MAX_DISPATCH pending VMs; returns how many.
+
+    Private hosts first (core.scheduler); what is left and says how to run in a public
+    cloud goes to the regions (core.bursting). A VM stopped in a region goes back to the
+    instance it stopped there; one stopped on a private host never bursts (its files wait
+    on the front-end)."""
     cfg = cloud.config
     with cloud.session() as s:
         pending = s.exec(
@@ -123,39 +128,88 @@ def schedule_once(cloud: Cloud) -> int:
             return 0
         hosts = s.exec(select(Host).where(col(Host.state) < HostState.ERROR)).all()
         views = [_host_view(h) for h in hosts]
+        regions = [bursting.RegionView(v.id, v.name, v.template) for v in views
+                   if bursting.is_public(v.template)]
+        region_ids = {r.id for r in regions}
+        by_id = {v.id or 0: v for v in pending}
+        placements: list[tuple[int, int]] = []
+        unplaced: dict[int, str] = {}
+        public = _public_ids(s)
+        # VMs resuming from a stop -> the host they stopped on
+        stopped = _stopped_on(s, list(by_id)) if public else {}
+        for vm_id, host_id in stopped.items():
+            if host_id not in public:
+                continue
+            if host_id in region_ids:  # back to the instance it stopped
+                placements.append((vm_id, host_id))
+            else:
+                unplaced[vm_id] = f"stopped in public cloud host {host_id}: waits for it"
         requests = [
             scheduler.VMRequest(id=v.id or 0, cpu=v.cpu, memory=v.memory,
                                 requirements=v.requirements, rank=v.rank)
-            for v in pending
+            for v in pending if stopped.get(v.id or 0) not in public
         ]
         plan = scheduler.plan(
-            requests, views, policy=scheduler.Policy(cfg.sched_policy), default_rank=cfg.sched_rank,
-            max_dispatch=cfg.max_dispatch, max_host=cfg.max_host,
+            requests, [v for v in views if v.id not in region_ids],
+            policy=scheduler.Policy(cfg.sched_policy), default_rank=cfg.sched_rank,
+            max_dispatch=cfg.max_dispatch - len(placements), max_host=cfg.max_host,
         )
-        by_id = {v.id: v for v in pending}
+        placements += plan.placements
+        unplaced.update(plan.unplaced)
+        burstable = [
+            bursting.Burstable(vm_id, sections, by_id[vm_id].requirements, by_id[vm_id].rank)
+            for vm_id in plan.unplaced if regions and vm_id not in stopped
+            and "EC2" in by_id[vm_id].template
+            and (sections := template.parse(by_id[vm_id].template).vectors("EC2"))]
+        if burstable:
+            burst = bursting.plan(burstable, regions,
+                                  max_dispatch=cfg.max_dispatch - len(placements),
+                                  max_host=cfg.max_host)
+            placements += burst.placements
+            for vm_id, _ in burst.placements:
+                del unplaced[vm_id]
+            for vm_id, why in burst.unplaced.items():
+                unplaced[vm_id] = f"{unplaced[vm_id]}; public clouds: {why}"
         host_by_id = {h.id: h for h in hosts}
         system = s.get(Datastore, SYSTEM_DATASTORE_ID)
         tm_mad = system.tm_mad if system else "dummy"
-        for vm_id, host_id in plan.placements:
+        for vm_id, host_id in placements:
             vm, host = by_id[vm_id], host_by_id[host_id]
             place(s, vm, host, deploy_event(s, vm), ds_location_for(cloud, host), tm_mad)
-        for vm_id, reason in plan.unplaced.items():
+        for vm_id, reason in unplaced.items():
             vm = by_id[vm_id]
             if vm.message != reason:
                 vm.message = reason
                 s.add(vm)
-        placed = len(plan.placements)
+        placed = len(placements)
     if placed:
         cloud.wakeups.notify("dispatcher")
     return placed
 
 
-def _host_view(host: Host) -> scheduler.HostView:
-    from core import template
+def _attributes(host: Host) -> dict[str, str]:
+    return {k: v for k, v in template.parse(host.template) if isinstance(v, str)}
 
-    attrs = {k: v for k, v in template.parse(host.template) if isinstance(v, str)}
+
+def _public_ids(session: Session) -> set[int]:
+    """Every public-cloud host, whatever its state."""
+    return {h.id for h in session.exec(select(Host)) if h.id is not None
+            and "PUBLIC_CLOUD" in h.template and bursting.is_public(_attributes(h))}
+
+
+def _stopped_on(session: Session, vm_ids: list[int]) -> dict[int, int]:
+    """The VMs among `vm_ids` resuming from a stop, and the host each stopped on."""
+    last: dict[int, History] = {}
+    for history in session.exec(select(History).where(col(History.vm_id).in_(vm_ids))
+                                .order_by(col(History.seq))):
+        last[history.vm_id] = history
+    return {vm_id: h.host_id for vm_id, h in last.items()
+            if h.reason == HistoryReason.STOP_RESUME}
+
+
+def _host_view(host: Host) -> scheduler.HostView:
     return scheduler.HostView(
-        id=host.id or 0, name=host.name, template=attrs, max_cpu=host.max_cpu,
+        id=host.id or 0, name=host.name, template=_attributes(host), max_cpu=host.max_cpu,
         max_mem=host.max_mem, free_cpu=host.free_cpu, free_mem=host.free_mem,
         used_cpu=host.used_cpu, used_mem=host.used_mem, cpu_usage=host.cpu_usage,
         mem_usage=host.mem_usage, running_vms=host.running_vms,

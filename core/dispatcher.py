@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import anyio
 from sqlmodel import col, select, update
 
-from core import context, disk_steps, documents, template, transfers
+from core import bursting, context, disk_steps, documents, template, transfers
 from core.drivers import Drivers, Runner
 from core.errors import InvalidState
 from core.lifecycle import (
@@ -283,6 +283,10 @@ class Dispatcher:
         if job.recovering:
             sink("I", f"Resuming {job.step.value} after a restart of the daemon")
         step = job.step
+        if step in _TRANSFERS and _public(job.host):
+            sink("I", f"{step.value}: host {job.hostname} is a public cloud: no files to "
+                      "transfer (the instance has its own disks)")
+            return True, "", None
         if step in (Step.PROLOG,):
             return await self._prolog(job, sink)
         if step is Step.PROLOG_RESUME:
@@ -367,6 +371,8 @@ class Dispatcher:
             )
             if not result.ok:
                 sink("I", f"cleanup: cancel reported '{result.error}' (ignored)")
+        if _public(job.host):
+            return True, "", None  # no VM dir in a public cloud
         location = self.frontend if stopped else job.hostname
         result = await self._tm(job).run("tm", job.system_tm, "delete",
                                          [f"{location}:{job.vmdir}"], stdin=job.doc,
@@ -390,13 +396,19 @@ class Dispatcher:
         sink("I", f"Host {job.hostname} answers again: removing what the VM left there "
                   f"(history seq {job.history.seq})")
         timeout = self.cloud.config.driver_timeout
+        public = _public(job.host)
+        # a region finds the instance of that placement by its tags: the VM's deploy id
+        # is its current placement's, maybe an instance in the same account
+        deploy_id = "-" if public else job.vm.deploy_id or "-"
         result = await self.host_runner(job).run(
             "vmm", job.history.vmm_mad, "cancel",
-            [job.vm.deploy_id or "-", job.hostname, str(job.vm.id), job.hostname],
+            [deploy_id, job.hostname, str(job.vm.id), job.hostname],
             stdin=job.doc, timeout=timeout, log=sink)
         if result.rc == 255:
             await anyio.to_thread.run_sync(self._leftover, job.history.id, True)
             return False, result.error, None
+        if public:
+            return result.ok, result.error, None
         deleted = await self._tm(job).run("tm", job.system_tm, "delete",
                                           [f"{job.hostname}:{job.vmdir}"], stdin=job.doc,
                                           timeout=timeout, log=sink)
@@ -526,6 +538,17 @@ class Dispatcher:
         if step is Step.REBOOT and running:
             return ""
         return None
+
+
+# steps that only move files between the front-end and the host
+_TRANSFERS = (Step.PROLOG, Step.PROLOG_RESUME, Step.EPILOG, Step.EPILOG_STOP,
+              Step.PROLOG_MIGRATE)
+
+
+def _public(host: Host | None) -> bool:
+    """A public-cloud region (core.bursting): no VM dir, no transfer manager."""
+    return host is not None and "PUBLIC_CLOUD" in host.template and bursting.is_public(
+        {k: v for k, v in template.parse(host.template) if isinstance(v, str)})
 
 
 def _pairs(text: str) -> list[tuple[str, str]]:

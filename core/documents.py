@@ -130,6 +130,9 @@ def host_xml(host: Host, *, vms: Sequence[int] = ()) -> ET.Element:
         ET.SubElement(share, tag)
     root.append(_ids("VMS", vms))
     tmpl = _template(host.template)
+    for name in SECRET_ATTRIBUTES:
+        for secret in tmpl.findall(name):
+            secret.text = MASK
     if host.error:
         for old in tmpl.findall("ERROR"):
             tmpl.remove(old)
@@ -481,6 +484,12 @@ def _ids(tag: str, ids: Iterable[int]) -> ET.Element:
 def _quotas(parent: ET.Element) -> None:
     for tag in ("DATASTORE_QUOTA", "NETWORK_QUOTA", "VM_QUOTA", "IMAGE_QUOTA"):
         ET.SubElement(parent, tag)
+
+
+# host attributes never rendered (a public-cloud region's credentials, hybrid.region); an
+# update that sends the mask back keeps the stored value (core.service.hosts)
+SECRET_ATTRIBUTES = ("SECRET_ACCESS_KEY", "SESSION_TOKEN")
+MASK = "********"
 
 
 def _template(text: str, root: str = "TEMPLATE") -> ET.Element:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 
 from core.config import Config
 from core.drivers import LogFn, Result, Runner
 from drivers import runner as runner_module
 from drivers.runner import DriverResult, HostAccess, LocalRunner, RunnerPool
+from hybrid.ec2_driver import Ec2Runner, Refusing, clients
+from hybrid.region import Region, RegionError, cloud_tag, region_for
 
 # A driver folder holding this file runs its actions on the front-end for every host.
 LOCAL_MARKER = "LOCAL"
+# A driver folder holding this file is a driver inside the daemon: the file names its
+# module (the ec2 drivers: hybrid.ec2_driver). Removing it makes the folder's scripts run.
+BUILTIN_MARKER = "BUILTIN"
 # im/<hv>.local.d: probes of <hv> hosts that run on the front-end (reading an external
 # monitoring system, say), after im/<hv>.d ran wherever it runs; their output is appended.
 LOCAL_PROBES = ".local"
@@ -32,9 +38,14 @@ def _access(defaults: HostAccess, attributes: Mapping[str, str]) -> HostAccess:
 
 
 class DriverSet:
-    def __init__(self, pool: RunnerPool, defaults: HostAccess) -> None:
+    def __init__(self, pool: RunnerPool, defaults: HostAccess,
+                 regions: Mapping[str, Mapping[str, str]] | None = None,
+                 cloud: str = "") -> None:
         self.pool = pool
         self.defaults = defaults
+        self.regions = dict(regions or {})  # nubo.conf's HYBRID_REGION vectors by HOST
+        self.cloud = cloud  # this installation's name in public clouds (hybrid.region)
+        self._builtin: dict[str, tuple[object, Runner]] = {}
 
     @classmethod
     def from_config(cls, cfg: Config) -> DriverSet:
@@ -49,14 +60,32 @@ class DriverSet:
         # manager's) find the operator's ssh_config here (`nubo lab up` writes one)
         if cfg.ssh_config:
             env["NUBO_SSH_CONFIG"] = os.path.expanduser(cfg.ssh_config)
-        return cls(RunnerPool(cfg.remotes, ssh_defaults=defaults, local_env=env), defaults)
+        regions = {v.get("HOST", ""): dict(v) for v in cfg.extra.vectors("HYBRID_REGION")}
+        cloud = cloud_tag(f"{socket.gethostname()}:{cfg.var}")
+        return cls(RunnerPool(cfg.remotes, ssh_defaults=defaults, local_env=env), defaults,
+                   regions, cloud)
 
     def for_host(self, name: str, attributes: Mapping[str, str], kind: str, driver: str) -> Runner:
         folder = f"{driver}.d" if kind == "im" else driver
+        if (self.pool.remotes_dir / kind / folder / BUILTIN_MARKER).exists():
+            return self._region(name, attributes)
         if (self.pool.remotes_dir / kind / folder / LOCAL_MARKER).exists():
             return self.pool.local()
         found: Runner = self.pool.for_host(name, _access(self.defaults, attributes))
         return found
+
+    def _region(self, name: str, attributes: Mapping[str, str]) -> Runner:
+        """The ec2 drivers of host `name`, one runner per host while its settings hold (it
+        keeps the region's poll cache)."""
+        try:
+            region: object = region_for(name, attributes, self.regions.get(name))
+        except RegionError as exc:
+            return Refusing(f"host {name}: {exc}")
+        known = self._builtin.get(name)
+        if known is None or known[0] != region:
+            assert isinstance(region, Region)
+            known = self._builtin[name] = (region, Ec2Runner(region, clients(), self.cloud))
+        return known[1]
 
     def local(self) -> LocalRunner:
         return self.pool.local()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import col, delete, select
 
-from core import hooks, template
+from core import documents, hooks, template
 from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from core.lifecycle import HostState, VmState
 from core.models import VM, Host, HostLogEntry
@@ -126,6 +126,10 @@ def update_host(cloud: Cloud, caller: Caller, *, host_id: int, text: str, merge:
         host = s.get(Host, host_id, with_for_update=True)
         if host is None:
             raise NotFound("host", host_id)
+        old = template.parse(host.template)
+        for name in documents.SECRET_ATTRIBUTES:  # the mask sent back: the secret stays
+            if new.get(name) == documents.MASK:
+                new.set(name, old.get(name) or "")
         host.template = template.updated(host.template, new, merge=merge).dumps()
         host.last_mon_time = 0  # probe it again now, with its new attributes
         s.add(host)
