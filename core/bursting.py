@@ -3,9 +3,10 @@
 A public-cloud host (PUBLIC_CLOUD = YES in its template: the `ec2` drivers' regions report
 it) takes only VMs that say how to run there, an `EC2 = [ ... ]` section for it (HOST, or
 3.x's CLOUD, naming it, or naming no host), and only while it has room for the section's
-instance type: its probe publishes `EC2_FREE = "t3.micro=17,m5.large=4"` (counted from the
-instances that exist there) and `EC2_DEFAULT_TYPE`. The scheduler plans the private hosts
-first (core.scheduler) and hands what is left to `plan()` here, so a VM bursts only when no
+instance type. Its probe publishes `EC2_CAPACITY = "t3.micro=20,m5.large=4"`, `EC2_USED`
+(counted from the instances that exist there) and `EC2_DEFAULT_TYPE`; the VMs already
+placed there count too, launched or not. The scheduler plans the private hosts first
+(core.scheduler) and hands what is left to `plan()` here, so a VM bursts only when no
 private host can take it now; `REQUIREMENTS = "PUBLIC_CLOUD = YES"` sends it out at once
 (no private host satisfies it). Among the regions that fit, the VM's RANK decides, else
 the regions' PRIORITY, then the lowest id. Pure: no I/O.
@@ -24,10 +25,16 @@ class RegionView:
     id: int
     name: str
     template: dict[str, str]  # monitored and user attributes
+    placed: dict[str, int] = field(default_factory=dict)  # Nubo's VMs there, by type
 
     @property
     def free(self) -> dict[str, int]:
-        return _counts(self.template.get("EC2_FREE", ""))
+        """Room per type: the capacity less what is used, by the instances the last probe
+        found (EC2_USED) or by the VMs placed there (some not launched or not probed yet),
+        whichever is more."""
+        used = _counts(self.template.get("EC2_USED", ""))
+        return {kind: max(0, count - max(used.get(kind, 0), self.placed.get(kind, 0)))
+                for kind, count in _counts(self.template.get("EC2_CAPACITY", "")).items()}
 
     def instance_type(self, section: Mapping[str, str]) -> str:
         return section.get("INSTANCETYPE") or self.template.get("EC2_DEFAULT_TYPE", "")

@@ -130,6 +130,8 @@ def schedule_once(cloud: Cloud) -> int:
         views = [_host_view(h) for h in hosts]
         regions = [bursting.RegionView(v.id, v.name, v.template) for v in views
                    if bursting.is_public(v.template)]
+        for view in regions:
+            view.placed = _placed_types(s, view)
         region_ids = {r.id for r in regions}
         by_id = {v.id or 0: v for v in pending}
         placements: list[tuple[int, int]] = []
@@ -189,6 +191,17 @@ def schedule_once(cloud: Cloud) -> int:
 
 def _attributes(host: Host) -> dict[str, str]:
     return {k: v for k, v in template.parse(host.template) if isinstance(v, str)}
+
+
+def _placed_types(session: Session, region: bursting.RegionView) -> dict[str, int]:
+    """Instance types of the VMs placed on a region (launched or not), by count."""
+    counts: dict[str, int] = {}
+    for text in session.exec(select(VM.template).where(
+            VM.host_id == region.id, col(VM.state).in_((VmState.ACTIVE, VmState.SUSPENDED)))):
+        section = bursting.section_for(template.parse(text).vectors("EC2"), region.name)
+        kind = region.instance_type(section or {})
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
 
 
 def _public_ids(session: Session) -> set[int]:

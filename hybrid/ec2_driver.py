@@ -249,6 +249,7 @@ class Ec2Runner:
             f"FREEMEMORY={total_mem - used_mem}",
             f"EC2_REGION={region.region_name}", f"EC2_CAPACITY={listing}",
             f"EC2_USED={in_use}", f"EC2_FREE={free}",
+            f"EC2_DEFAULT_TYPE={region.instance_type('')}",
             f"EC2_INSTANCES={sum(used.values())}",
         ]
         if region.endpoint:

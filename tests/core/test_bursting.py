@@ -6,7 +6,7 @@ from core.bursting import Burstable, RegionView, is_public, plan, section_for
 
 
 def region(host_id: int, name: str, free: str, **attrs: str) -> RegionView:
-    return RegionView(host_id, name, {"PUBLIC_CLOUD": "YES", "EC2_FREE": free,
+    return RegionView(host_id, name, {"PUBLIC_CLOUD": "YES", "EC2_CAPACITY": free,
                                       "EC2_DEFAULT_TYPE": free.split("=")[0], **attrs})
 
 
@@ -49,3 +49,11 @@ def test_a_bad_expression_is_the_vms_reason_and_sections_match_by_host_or_cloud(
     assert section_for(sections, "west") == {"AMI": "new", "HOST": "west"}
     assert section_for(sections, "south") == {"AMI": "generic"}
     assert is_public({"PUBLIC_CLOUD": "yes"}) and not is_public({})
+
+
+def test_room_is_capacity_less_the_probed_instances_or_the_placed_vms_whichever_more() -> None:
+    probed = region(10, "east", "t3.micro=4,m5.large=2", EC2_USED="t3.micro=1,m5.large=2")
+    probed.placed = {"t3.micro": 3}  # two not launched (or not probed) yet
+    assert probed.free == {"t3.micro": 1, "m5.large": 0}
+    probed.placed = {}
+    assert probed.free == {"t3.micro": 3, "m5.large": 0}
