@@ -169,17 +169,33 @@ def test_every_front_door_drives_a_vm_in_the_region(region: Region) -> None:
     region.nubo.wait_vm(vm_id, "RUNNING")
     assert region.instance_state(vm_id) == "running"
 
-    answer = httpx.post(  # OCCI
-        f"http://127.0.0.1:{region.nubo.port}/compute/{vm_id}?action=restart",
-        auth=("oneadmin", region.nubo.password),
-        headers={"Content-Type": "text/plain", "Category": f"restart; {OCCI_ACTION}"})
-    assert answer.status_code == 200, answer.text
+    occi(region, vm_id, "stop")
+    region.nubo.wait_vm(vm_id, "STOPPED")
+    assert region.instance_state(vm_id) == "stopped"
+    occi(region, vm_id, "start")
+    region.nubo.wait_vm(vm_id, "RUNNING")
+    assert region.instance_state(vm_id) == "running" and len(region.instances(vm_id)) == 1
+    occi(region, vm_id, "restart")
     wait_until("the reboot logged", lambda: "ec2/reboot succeeded" in region.nubo.cli(
         "vm", "log", str(vm_id)).stdout)
+
+    local_id = next(int(h.findtext("ID") or -1) for h in ET.fromstring(
+        region.call("one.hostpool.info")).findall("HOST") if h.findtext("NAME") == "local")
+    ok, message, _ = region.nubo.rpc().one.vm.migrate(region.nubo.session, vm_id, local_id,
+                                                      False)[:3]
+    assert not ok and "host aws is a public cloud: its instances cannot migrate" in message
 
     ec2.terminate_instances(InstanceIds=[mine])
     region.nubo.wait_vm(vm_id, "DONE")
     assert region.instance_state(vm_id) in ("shutting-down", "terminated")
+
+
+def occi(region: Region, vm_id: int, action: str) -> None:
+    answer = httpx.post(
+        f"http://127.0.0.1:{region.nubo.port}/compute/{vm_id}?action={action}",
+        auth=("oneadmin", region.nubo.password),
+        headers={"Content-Type": "text/plain", "Category": f"{action}; {OCCI_ACTION}"})
+    assert answer.status_code == 200, answer.text
 
 
 def test_the_regions_capacity_counts_vms_and_what_exists_there(region: Region) -> None:
@@ -190,7 +206,9 @@ def test_the_regions_capacity_counts_vms_and_what_exists_there(region: Region) -
         assert region.where(vm_id) == "aws"
     wait_until("the third to wait for room", lambda: "aws: no room for t3.micro" in (
         region.vm(more[2]).findtext("USER_TEMPLATE/SCHED_MESSAGE") or ""))
-    region.call("one.vm.action", "finalize", more[0])  # its instance goes: room for one
+    deleted = httpx.delete(f"http://127.0.0.1:{region.nubo.port}/compute/{more[0]}",
+                           auth=("oneadmin", region.nubo.password))  # OCCI
+    assert deleted.status_code == 200, deleted.text  # its instance goes: room for one
     region.nubo.wait_vm(more[2], "RUNNING")
     assert region.where(more[2]) == "aws"
     assert region.instance_state(more[0]) in ("shutting-down", "terminated")
