@@ -40,7 +40,7 @@ from tests.e2e.labcloud import (  # noqa: E402
     lab_conf,
     write_remote_dummy,
 )
-from tests.guest import guest_files_in  # noqa: E402
+from tests.guest import guest_os  # noqa: E402
 from tests.live import LiveNubo, wait_until  # noqa: E402
 
 GOAL = 15.0
@@ -72,9 +72,7 @@ def run(n: int, qemu: bool, label: str, settings: str, work: Path) -> dict[str, 
         cloud = Cloud(nubo, lab)
         if qemu:
             add_qemu_hosts(nubo, lab)
-            kernel, initrd = guest_files_in(work)
-            body = (f'OS = [ KERNEL = "{kernel}", INITRD = "{initrd}", '
-                    'KERNEL_CMD = "console=ttyS0 quiet panic=-1" ]\nMEMORY = 96\n')
+            body = guest_os(work) + "MEMORY = 96\n"
         else:
             for host in lab.hosts:
                 add_remote_dummy_host(nubo, lab, host)

@@ -74,6 +74,12 @@ def guest_files_in(folder: Path) -> tuple[Path, Path]:
 
 
 @functools.cache
+def guest_os(folder: Path) -> str:
+    """The OS vector of a VM booting the test guest, its files copied into `folder`."""
+    kernel, initrd = guest_files_in(folder)
+    return f'OS = [ KERNEL = "{kernel}", INITRD = "{initrd}", KERNEL_CMD = "{APPEND}" ]\n'
+
+
 def _build() -> tuple[Path, Path]:
     out = guest_dir()
     proc = subprocess.run([str(BUILD), "--out", str(out)], capture_output=True, text=True,

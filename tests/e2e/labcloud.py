@@ -138,6 +138,35 @@ def add_qemu_hosts(nubo: LiveNubo, lab: Lab) -> None:
 
 
 @contextlib.contextmanager
+def remote_dummy_cloud(tmp_path_factory: pytest.TempPathFactory, name: str,
+                       extra: Callable[[Lab], str] = lambda lab: "",
+                       prepare: Callable[[Path], None] = lambda remotes: None,
+                       n: int = 2) -> Iterator[Cloud]:
+    """A daemon whose hosts are n lab hosts on the remote-dummy drivers, all MONITORED; its
+    nubo.conf is lab_conf plus `extra(lab)`, and `prepare(remotes)` adds to its remotes
+    tree before the first start. Everything is torn down after, whatever happened."""
+    lab = make_lab(tmp_path_factory.mktemp(f"{name}-lab"), name, n)
+    nubo: LiveNubo | None = None
+    try:
+        nubo = LiveNubo(tmp_path_factory.mktemp(f"{name}-nubo"),
+                        conf=lab_conf(lab) + extra(lab))
+        write_remote_dummy(nubo.var / "remotes")  # before the first start: install keeps it
+        prepare(nubo.var / "remotes")
+        nubo.start()
+        made = Cloud(nubo, lab)
+        for host in lab.hosts:
+            add_remote_dummy_host(nubo, lab, host)
+        for host in lab.hosts:
+            wait_until(f"{host.name} monitored",
+                       lambda h=host.name: made.host_doc(h).findtext("STATE") == "2")
+        yield made
+    finally:
+        if nubo is not None:
+            nubo.stop()
+        lab.destroy()
+
+
+@contextlib.contextmanager
 def qemu_cloud(tmp_path_factory: pytest.TempPathFactory, name: str, n: int = 2,
                extra: Callable[[Lab], str] = lambda lab: "") -> Iterator[Cloud]:
     """A daemon whose hosts are n lab hosts running qemu (add_qemu_hosts), its nubo.conf

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.e2e.labcloud import Cloud, qemu_cloud, wait_until
-from tests.guest import guest_files_in
+from tests.guest import guest_os
 from tests.strict import missing
 
 pytestmark = pytest.mark.slow
@@ -74,14 +74,12 @@ def settled(cloud: Cloud, event: str, vm_id: int) -> ET.Element:
 
 def test_the_seeds_ebtables_hooks_guard_each_running_vm_and_go_with_it(
         cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> None:
-    kernel, initrd = guest_files_in(tmp_path_factory.mktemp("ebt-guest"))
+    os_vector = guest_os(tmp_path_factory.mktemp("ebt-guest"))
     net = cloud.call("one.vn.allocate", f'NAME = "red"\nTYPE = FIXED\nBRIDGE = "{BRIDGE}"\n'
                      'LEASES = [ IP = "10.217.0.5" ]\nLEASES = [ IP = "10.217.0.6" ]\n', -1)
     ebtables(cloud, "-A", "FORWARD", "-i", BRIDGE, "-j", "ACCEPT")  # the operator's: stays
     vms = [int(cloud.call("one.vm.allocate",
-                          f'NAME = "red{i}"\nCPU = "0.1"\nMEMORY = "96"\n'
-                          f'OS = [ KERNEL = "{kernel}", INITRD = "{initrd}", '
-                          'KERNEL_CMD = "console=ttyS0 quiet panic=-1" ]\n'
+                          f'NAME = "red{i}"\nCPU = "0.1"\nMEMORY = "96"\n' + os_vector +
                           f'NIC = [ NETWORK_ID = "{net}" ]\n')) for i in range(2)]
     for vm_id in vms:
         record = settled(cloud, "RUNNING", vm_id)

@@ -21,7 +21,7 @@ import pytest
 
 from drivers.lab import Lab
 from tests.e2e.labcloud import MONITORING_DEFAULTS, Cloud, qemu_cloud, wait_until
-from tests.guest import guest_files_in
+from tests.guest import guest_os
 
 pytestmark = pytest.mark.slow
 BOOT = 120.0
@@ -69,13 +69,11 @@ def console(cloud: Cloud, vm_id: int) -> str:
 def test_a_killed_host_s_guests_boot_again_elsewhere(cloud: Cloud,
                                                       tmp_path_factory: pytest.TempPathFactory
                                                       ) -> None:
-    kernel, initrd = guest_files_in(tmp_path_factory.mktemp("failover-guest"))
+    os_vector = guest_os(tmp_path_factory.mktemp("failover-guest"))
     for name in ("h2", "h3"):  # so that every VM starts on h1
         cloud.nubo.cli("host", "disable", name)
     vms = [int(cloud.call("one.vm.allocate",
-                          f'NAME = "ft{i}"\nCPU = "0.1"\nMEMORY = "96"\n'
-                          f'OS = [ KERNEL = "{kernel}", INITRD = "{initrd}", '
-                          'KERNEL_CMD = "console=ttyS0 quiet panic=-1" ]\n'
+                          f'NAME = "ft{i}"\nCPU = "0.1"\nMEMORY = "96"\n' + os_vector +
                           f'CONTEXT = [ HOSTNAME = "ft{i}" ]\n')) for i in range(3)]
     for vm_id in vms:
         wait_until(f"VM {vm_id} ready on h1", lambda v=vm_id: state(cloud, v) == ("3", "3", "h1")

@@ -15,16 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from core.lifecycle import HostState
-from tests.e2e.labcloud import (
-    MONITORING_DEFAULTS,
-    Cloud,
-    add_remote_dummy_host,
-    lab_conf,
-    make_lab,
-    wait_until,
-    write_remote_dummy,
-)
-from tests.live import LiveNubo
+from tests.e2e.labcloud import MONITORING_DEFAULTS, Cloud, remote_dummy_cloud, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -37,33 +28,19 @@ BIN = "beat-bin"
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    lab = make_lab(tmp_path_factory.mktemp("beat-lab"), "beat")
-    nubo: LiveNubo | None = None
-    try:
-        record = tmp_path_factory.mktemp(BIN, numbered=False) / "record"
-        record.write_text(RECORD)
-        record.chmod(0o755)
-        hooks = "".join(
-            f'VM_HOOK = [ name = "{event.lower()}", on = "{event}", command = "{record}", '
-            f'arguments = "{event} $VMID $PREV_STATE $PREV_LCM_STATE" ]\n'
-            for event in ("RUNNING", "UNKNOWN"))
-        hooks += (f'VM_HOOK = [ name = "custom", on = "CUSTOM", state = "ACTIVE", '
-                  f'lcm_state = "UNKNOWN", command = "{record}", '
-                  'arguments = "CUSTOM $VMID $PREV_STATE $PREV_LCM_STATE" ]\n')
-        nubo = LiveNubo(tmp_path_factory.mktemp("beat-nubo"),
-                        conf=lab_conf(lab) + MONITORING_DEFAULTS + hooks)
-        write_remote_dummy(nubo.var / "remotes")
-        nubo.start()
-        made = Cloud(nubo, lab)
-        for host in lab.hosts:
-            add_remote_dummy_host(nubo, lab, host)
-        for host in lab.hosts:
-            wait_host(made, host.name, HostState.MONITORED)
+    record = tmp_path_factory.mktemp(BIN, numbered=False) / "record"
+    record.write_text(RECORD)
+    record.chmod(0o755)
+    hooks = "".join(
+        f'VM_HOOK = [ name = "{event.lower()}", on = "{event}", command = "{record}", '
+        f'arguments = "{event} $VMID $PREV_STATE $PREV_LCM_STATE" ]\n'
+        for event in ("RUNNING", "UNKNOWN"))
+    hooks += (f'VM_HOOK = [ name = "custom", on = "CUSTOM", state = "ACTIVE", '
+              f'lcm_state = "UNKNOWN", command = "{record}", '
+              'arguments = "CUSTOM $VMID $PREV_STATE $PREV_LCM_STATE" ]\n')
+    with remote_dummy_cloud(tmp_path_factory, "beat",
+                            lambda lab: MONITORING_DEFAULTS + hooks) as made:
         yield made
-    finally:
-        if nubo is not None:
-            nubo.stop()
-        lab.destroy()
 
 
 def wait_host(cloud: Cloud, name: str, state: HostState, timeout: float = 30.0) -> float:

@@ -14,7 +14,7 @@ import pytest
 
 from core.lifecycle import LcmState, VmState
 from tests.e2e.labcloud import Cloud, qemu_cloud, wait_until
-from tests.guest import guest_files_in
+from tests.guest import guest_os
 
 pytestmark = pytest.mark.slow
 BOOT = 90.0
@@ -28,11 +28,9 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
 
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory) -> str:
-    kernel, initrd = guest_files_in(tmp_path_factory.mktemp("migration-guest"))
-    return (f'CPU = "0.1"\nMEMORY = "128"\nVCPU = "1"\n'
-            f'OS = [ KERNEL = "{kernel}", INITRD = "{initrd}", '
-            'KERNEL_CMD = "console=ttyS0 quiet panic=-1" ]\n'
-            'DISK = [ TYPE = fs, SIZE = 8, FORMAT = raw ]\n')
+    return ('CPU = "0.1"\nMEMORY = "128"\nVCPU = "1"\n'
+            + guest_os(tmp_path_factory.mktemp("migration-guest"))
+            + 'DISK = [ TYPE = fs, SIZE = 8, FORMAT = raw ]\n')
 
 
 def vm_on(cloud: Cloud, template: str, host: str, name: str) -> int:

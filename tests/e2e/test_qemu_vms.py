@@ -18,7 +18,7 @@ import pytest
 
 from core.lifecycle import LcmState, VmState
 from tests.e2e.labcloud import Cloud, qemu_cloud, wait_until
-from tests.guest import guest_files_in
+from tests.guest import guest_os
 
 pytestmark = pytest.mark.slow
 BOOT = 90.0  # TCG on 2 shared cores, several VMs at once
@@ -34,14 +34,12 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
 def template(cloud: Cloud, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A VM template booting the test guest with one 16 MB data disk from an image."""
     where = tmp_path_factory.mktemp("guest-images")
-    kernel, initrd = guest_files_in(where)
+    os_vector = guest_os(where)
     data = where / "data.img"
     with open(data, "wb") as f:
         f.truncate(16 * 1024 * 1024)
     image = cloud.call("one.image.allocate", f'NAME = "data"\nPATH = "{data}"\n', 1)
-    return (f'CPU = "0.1"\nMEMORY = "128"\nVCPU = "1"\n'
-            f'OS = [ KERNEL = "{kernel}", INITRD = "{initrd}", '
-            'KERNEL_CMD = "console=ttyS0 quiet panic=-1" ]\n'
+    return ('CPU = "0.1"\nMEMORY = "128"\nVCPU = "1"\n' + os_vector +
             f'DISK = [ IMAGE_ID = "{image}" ]\n')
 
 

@@ -21,16 +21,7 @@ from pathlib import Path
 import pytest
 
 from core.lifecycle import HostState
-from drivers.lab import Lab
-from tests.e2e.labcloud import (
-    Cloud,
-    add_remote_dummy_host,
-    lab_conf,
-    make_lab,
-    wait_until,
-    write_remote_dummy,
-)
-from tests.live import LiveNubo
+from tests.e2e.labcloud import Cloud, remote_dummy_cloud, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -51,9 +42,9 @@ printf '%s\\n' "$@" > "$HOME/{MARKS}/argv-$id"
 TRICKY = r'\"two  words\" \"x $VMID y\" * ; \$HID'
 
 
-def conf(lab: Lab, argv_hook: Path) -> str:
+def hooks(argv_hook: Path) -> str:
     true = shutil.which("true") or "/bin/true"
-    return lab_conf(lab) + "HOOK_TIMEOUT = 15\n" + f"""
+    return "HOOK_TIMEOUT = 15\n" + f"""
 VM_HOOK = [ name = "on-host", on = "RUNNING", command = "mark", remote = yes,
             arguments = "running-$VMID $VMID $HID $TEMPLATE" ]
 VM_HOOK = [ name = "argv", on = "RUNNING", command = "{argv_hook}", remote = yes,
@@ -70,30 +61,22 @@ HOST_HOOK = [ name = "disabled", on = "DISABLE", command = "host-mark", remote =
 
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    lab = make_lab(tmp_path_factory.mktemp("rhooks-lab"), "rhooks")
-    nubo: LiveNubo | None = None
-    try:
-        # the hosts see the front-end's filesystem, home directories aside
-        argv_hook = tmp_path_factory.mktemp("rhooks-bin") / "argv-hook"
-        argv_hook.write_text(ARGV_HOOK)
-        argv_hook.chmod(0o755)
-        nubo = LiveNubo(tmp_path_factory.mktemp("rhooks-nubo"), conf=conf(lab, argv_hook))
-        write_remote_dummy(nubo.var / "remotes")  # before the first start: install keeps it
-        mark = nubo.var / "remotes" / "hooks" / "mark"
+    # the hosts see the front-end's filesystem, home directories aside
+    argv_hook = tmp_path_factory.mktemp("rhooks-bin") / "argv-hook"
+    argv_hook.write_text(ARGV_HOOK)
+    argv_hook.chmod(0o755)
+
+    def add_mark(remotes: Path) -> None:
+        mark = remotes / "hooks" / "mark"
         mark.parent.mkdir(parents=True, exist_ok=True)
         mark.write_text(MARK)
         mark.chmod(0o755)
-        nubo.start()
-        made = Cloud(nubo, lab)
-        for host in lab.hosts:
-            add_remote_dummy_host(nubo, lab, host)
-        for host in lab.hosts:
-            wait_host(made, host.name, HostState.MONITORED)
-        yield made
+
+    try:
+        with remote_dummy_cloud(tmp_path_factory, "rhooks", lambda lab: hooks(argv_hook),
+                                add_mark) as made:
+            yield made
     finally:
-        if nubo is not None:
-            nubo.stop()
-        lab.destroy()
         shutil.rmtree(Path.home() / MARKS, ignore_errors=True)  # only if a hook ran here
 
 
