@@ -76,6 +76,14 @@ def instance(info: VMInfo, *, region: str, launch_index: int,
         item["KeyName"] = tmpl.get("KEY_NAME")
     if nic_ip:
         item["PrivateIpAddress"] = nic_ip
+    if "AWS_" in vm.monitoring:  # it runs in a public cloud: that cloud's addresses
+        seen = template.parse(vm.monitoring)
+        for key, name in (("PrivateIpAddress", "AWS_PRIVATE_IP"),
+                          ("PublicIpAddress", "AWS_PUBLIC_IP"),
+                          ("PrivateDnsName", "AWS_PRIVATE_DNS"),
+                          ("PublicDnsName", "AWS_PUBLIC_DNS")):
+            if seen.get(name) and (key != "PrivateIpAddress" or not nic_ip):
+                item[key] = seen.get(name)
     if vm.message and name in ("terminated", "stopped", "shutting-down"):
         item["StateReason"] = {"Code": "Server.InternalError" if vm.state == 7 else
                                "Client.UserInitiatedShutdown", "Message": vm.message}

@@ -132,6 +132,9 @@ def test_what_the_local_host_cannot_take_bursts_to_the_region(region: Region) ->
     assert b"ssh-ed25519 AAAA u" in base64.b64decode(data["UserData"]["Value"])
     wait_until("the poll's addresses on the VM", lambda: region.vm(burst).findtext(
         "MONITORING/AWS_PRIVATE_IP") == instance["PrivateIpAddress"])
+    [seen] = [i for r in region.nubo_ec2().describe_instances(
+        InstanceIds=[f"i-{burst:08x}"])["Reservations"] for i in r["Instances"]]
+    assert seen["PrivateIpAddress"] == instance["PrivateIpAddress"]  # the region's address
     local_only = region.create("no-ec2", ec2=False)
     wait_until("the VM without EC2 section to wait", lambda: "room" in (
         region.vm(local_only).findtext("USER_TEMPLATE/SCHED_MESSAGE") or ""))
