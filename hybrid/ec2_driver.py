@@ -264,32 +264,31 @@ class Ec2Runner:
         if not ami:
             raise Ec2Error(f"VM {vm.id}: its EC2 section for {self.region.host} has no AMI")
         placement = f"{vm.id}.{vm.seq}"
-        for instance in await self._describe(Filters=[
-                {"Name": "tag:nubo-cloud", "Values": [self.cloud]},
-                {"Name": "tag:nubo-placement", "Values": [placement]},
-                {"Name": "instance-state-name", "Values": list(HELD)}]):
-            emit(log, "I", f"ec2: instance {instance['InstanceId']} was launched for this "
-                           "placement before a restart: using it")
-            return str(instance["InstanceId"]) + "\n"
         kind = self.region.instance_type(section.get("INSTANCETYPE", ""))
-        await self._check_capacity(kind)
+        allowed = dict(self.region.capacity)
+        if kind not in allowed:
+            raise Ec2Error(f"host {self.region.host} may not run {kind} instances (its "
+                           f"CAPACITY lists {', '.join(allowed) or 'none'})")
+        # one request: this cloud's instances of that type that hold room, among them the
+        # one launched for this placement before a restart, if any
+        held = await self._describe(Filters=[
+            {"Name": "tag:nubo-cloud", "Values": [self.cloud]},
+            {"Name": "instance-type", "Values": [kind]},
+            {"Name": "instance-state-name", "Values": list(HELD)}])
+        for instance in held:
+            if _tag(instance, "nubo-placement") == placement:
+                emit(log, "I", f"ec2: instance {instance['InstanceId']} was launched for "
+                               "this placement before a restart: using it")
+                return str(instance["InstanceId"]) + "\n"
+        if len(held) >= allowed[kind]:
+            raise Ec2Error(f"host {self.region.host} is full for {kind}: {len(held)} of "
+                           f"{allowed[kind]} in use")
         params = self._launch(vm, section, ami, kind, placement)
         emit(log, "I", f"ec2: RunInstances {ami} {kind} in {self.region.where}")
         answer = await self._call("run_instances", **params)
         instance_id = str(answer["Instances"][0]["InstanceId"])
         self._cached_at = -float("inf")  # the next poll sees it
         return instance_id + "\n"
-
-    async def _check_capacity(self, kind: str) -> None:
-        allowed = dict(self.region.capacity)
-        if kind not in allowed:
-            raise Ec2Error(f"host {self.region.host} may not run {kind} instances (its "
-                           f"CAPACITY lists {', '.join(allowed) or 'none'})")
-        held = sum(1 for i in (await self._ours(0)).values()
-                   if i.get("InstanceType") == kind and i.get("State", {}).get("Name") in HELD)
-        if held >= allowed[kind]:
-            raise Ec2Error(f"host {self.region.host} is full for {kind}: {held} of "
-                           f"{allowed[kind]} in use")
 
     def _launch(self, vm: _Vm, section: dict[str, str], ami: str, kind: str,
                 placement: str) -> dict[str, Any]:
@@ -452,6 +451,11 @@ class _Vm:
         if key:
             return f"#cloud-config\nssh_authorized_keys:\n  - {key}\n"
         return ""
+
+
+def _tag(instance: Mapping[str, Any], key: str) -> str:
+    return next((str(t.get("Value", "")) for t in instance.get("Tags", []) if t.get("Key") == key),
+                "")
 
 
 def _document(stdin: bytes | None) -> ET.Element | None:
