@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from core.expr import ExpressionError, as_number, parse_rank, parse_requirements
+from core.models import Host
+from core.template import parse
 
 
 @dataclass
@@ -56,6 +58,12 @@ class Plan:
 
 def is_public(template: Mapping[str, str]) -> bool:
     return template.get("PUBLIC_CLOUD", "").upper() == "YES"
+
+
+def public_host(host: Host | None) -> bool:
+    """Whether a host is a public-cloud region (no VM dir, no transfers, no migration)."""
+    return host is not None and "PUBLIC_CLOUD" in host.template and is_public(
+        {k: v for k, v in parse(host.template) if isinstance(v, str)})
 
 
 def section_for(sections: Sequence[Mapping[str, str]], host: str) -> Mapping[str, str] | None:

@@ -207,7 +207,7 @@ def _placed_types(session: Session, region: bursting.RegionView) -> dict[str, in
 def _public_ids(session: Session) -> set[int]:
     """Every public-cloud host, whatever its state."""
     return {h.id for h in session.exec(select(Host)) if h.id is not None
-            and "PUBLIC_CLOUD" in h.template and bursting.is_public(_attributes(h))}
+            and bursting.public_host(h)}
 
 
 def _stopped_on(session: Session, vm_ids: list[int]) -> dict[int, int]:

@@ -283,7 +283,7 @@ class Dispatcher:
         if job.recovering:
             sink("I", f"Resuming {job.step.value} after a restart of the daemon")
         step = job.step
-        if step in _TRANSFERS and _public(job.host):
+        if step in _TRANSFERS and bursting.public_host(job.host):
             sink("I", f"{step.value}: host {job.hostname} is a public cloud: no files to "
                       "transfer (the instance has its own disks)")
             return True, "", None
@@ -371,7 +371,7 @@ class Dispatcher:
             )
             if not result.ok:
                 sink("I", f"cleanup: cancel reported '{result.error}' (ignored)")
-        if _public(job.host):
+        if bursting.public_host(job.host):
             return True, "", None  # no VM dir in a public cloud
         location = self.frontend if stopped else job.hostname
         result = await self._tm(job).run("tm", job.system_tm, "delete",
@@ -396,7 +396,7 @@ class Dispatcher:
         sink("I", f"Host {job.hostname} answers again: removing what the VM left there "
                   f"(history seq {job.history.seq})")
         timeout = self.cloud.config.driver_timeout
-        public = _public(job.host)
+        public = bursting.public_host(job.host)
         # a region finds the instance of that placement by its tags: the VM's deploy id
         # is its current placement's, maybe an instance in the same account
         deploy_id = "-" if public else job.vm.deploy_id or "-"
@@ -543,12 +543,6 @@ class Dispatcher:
 # steps that only move files between the front-end and the host
 _TRANSFERS = (Step.PROLOG, Step.PROLOG_RESUME, Step.EPILOG, Step.EPILOG_STOP,
               Step.PROLOG_MIGRATE)
-
-
-def _public(host: Host | None) -> bool:
-    """A public-cloud region (core.bursting): no VM dir, no transfer manager."""
-    return host is not None and "PUBLIC_CLOUD" in host.template and bursting.is_public(
-        {k: v for k, v in template.parse(host.template) if isinstance(v, str)})
 
 
 def _pairs(text: str) -> list[tuple[str, str]]:

@@ -17,7 +17,7 @@ import uuid
 
 from sqlmodel import Session, col, select, update
 
-from core import template
+from core import bursting, template
 from core.errors import Conflict, InvalidRequest, InvalidState, NotFound
 from core.lifecycle import DISK_STEPS, Event, HistoryReason, LcmState, Step, VmState, state_name
 from core.models import (
@@ -27,6 +27,7 @@ from core.models import (
     IMAGE_USED,
     VM,
     Datastore,
+    Host,
     Image,
     Operation,
 )
@@ -190,6 +191,13 @@ def disk_images(vm: VM) -> dict[int, dict[str, str]]:
 def _mode(session: Session, vm: VM, verb: str) -> str:
     """How a disk changes on this VM now: "running" (hotplug), "stopped" (front-end files)
     or "template" (not deployed: nothing exists anywhere yet)."""
+    placed = last_history(session, vm.id) if vm.id is not None else None
+    host = session.get(Host, placed.host_id) if placed is not None else None
+    if host is not None and bursting.public_host(host):
+        if vm.state in (VmState.ACTIVE, VmState.STOPPED, VmState.SUSPENDED):
+            raise InvalidRequest(f"VM {vm.id} runs in public cloud host {host.name}: its "
+                                 "disks are the instance's (EC2 volumes are not attached "
+                                 f"through Nubo); cannot {verb} a disk")
     if vm.state == VmState.ACTIVE and vm.lcm_state == LcmState.RUNNING:
         return "running"
     if vm.state == VmState.STOPPED:

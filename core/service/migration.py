@@ -12,7 +12,7 @@ the one it no longer uses when the step ends.
 
 from __future__ import annotations
 
-from core import bursting, lifecycle, template
+from core import bursting, lifecycle
 from core.errors import Forbidden, InvalidRequest, InvalidState, NotFound
 from core.lifecycle import Event, HistoryReason, HostState, LcmState, VmState
 from core.models import SYSTEM_DATASTORE_ID, VM, Datastore, History, Host
@@ -50,7 +50,7 @@ def migrate(cloud: Cloud, caller: Caller, *, vm_id: int, host_id: int, live: boo
                                  f"{HostState(target.state).name.lower()}: it takes no VMs")
         source_host = s.get(Host, source.host_id)
         for host in (source_host, target):
-            if host is not None and bursting.is_public(_attributes(host)):
+            if host is not None and bursting.public_host(host):
                 raise InvalidRequest(f"host {host.name} is a public cloud: its instances "
                                      "cannot migrate (shut the VM down and create it again)")
         if target.vmm_mad != source.vmm_mad:
@@ -87,7 +87,3 @@ def _check_room(vm: VM, host: Host) -> None:
         raise InvalidRequest(
             f"host {host.name} has no room for VM {vm.id} (CPU {host.cpu_usage}+{cpu} of "
             f"{host.max_cpu}, memory {host.mem_usage}+{memory} of {host.max_mem} KB)")
-
-
-def _attributes(host: Host) -> dict[str, str]:
-    return {k: v for k, v in template.parse(host.template) if isinstance(v, str)}

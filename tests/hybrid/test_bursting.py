@@ -187,6 +187,9 @@ def test_every_front_door_drives_a_vm_in_the_region(region: Region) -> None:
     ok, message, _ = region.nubo.rpc().one.vm.migrate(region.nubo.session, vm_id, local_id,
                                                       False)[:3]
     assert not ok and "host aws is a public cloud: its instances cannot migrate" in message
+    image = region.call("one.image.allocate", 'NAME = "data"\nPATH = "/var/tmp/data.img"\n', 1)
+    attach = region.nubo.cli("vm", "disk-attach", str(vm_id), str(image), check=False)
+    assert attach.returncode == 1 and f"VM {vm_id} runs in public cloud host aws" in attach.stderr
 
     ec2.terminate_instances(InstanceIds=[mine])
     region.nubo.wait_vm(vm_id, "DONE")
