@@ -193,3 +193,22 @@ def test_polls_of_one_region_share_one_describe(moto: MotoServer) -> None:
     outputs = asyncio.run(polls())
     assert all("STATE=a" in out for out in outputs)
     assert calls == ["describe"]  # 12 polls, one DescribeInstances
+
+
+def test_user_data_is_the_sections_else_the_contexts(moto: MotoServer) -> None:
+    runner = Ec2Runner(region(moto, capacity=parse_capacity("t3.micro=5")), Clients(), "c-ud")
+    image = ami(moto)
+
+    def launched(vm_id: int, doc: bytes) -> str:
+        done = run(runner, "vmm", "deploy", "d", "aws", str(vm_id), "aws", doc=doc)
+        assert done.ok, done.error
+        data = ec2(moto).describe_instance_attribute(InstanceId=done.stdout.strip(),
+                                                     Attribute="userData")["UserData"]
+        return base64.b64decode(data["Value"]).decode() if data else ""
+
+    context = ("<CONTEXT><USER_DATA>#!/bin/sh\necho vm $VMID</USER_DATA>"
+               "<SSH_PUBLIC_KEY>ssh-ed25519 K</SSH_PUBLIC_KEY></CONTEXT>")
+    assert launched(30, vm_doc(30, section(image, USERDATA="from the section"),
+                               context=context)) == "from the section"
+    assert launched(31, vm_doc(31, section(image), context=context)) == "#!/bin/sh\necho vm 31"
+    assert launched(32, vm_doc(32, section(image))) == ""
