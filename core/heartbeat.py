@@ -9,8 +9,9 @@ answer within the interval. HOST_MISSED_BEATS beats missed in a row put the host
 missing beats is probed at once, which brings it back from ERROR.
 
 One task per host beats it, so a host that hangs delays nobody else. The set of hosts is
-read again every interval: hosts in INIT (never probed), DISABLED hosts and hosts whose
-drivers run on the front-end (localhost, the dummy drivers) are not beaten.
+read again every interval: hosts in INIT (never probed), DISABLED hosts, hosts whose
+drivers run on the front-end (localhost, the dummy drivers) and public-cloud regions are
+not beaten.
 """
 
 from __future__ import annotations
@@ -100,7 +101,10 @@ class Heartbeats:
         return self.drivers.for_host(target.name, target.attributes, "im", target.im)
 
     def _local(self, target: Target) -> bool:
-        return self._runner(target) is self.drivers.local()
+        """Nothing to beat: the front-end itself, or a driver that reaches no machine of
+        ours (a public cloud's API answers each call, or the call fails)."""
+        runner = self._runner(target)
+        return runner is self.drivers.local() or not getattr(runner, "needs_heartbeat", True)
 
     def _note(self, host_id: int, message: str, severity: str) -> None:
         with self.cloud.session() as s:

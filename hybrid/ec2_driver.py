@@ -121,6 +121,8 @@ def _describe(exc: Exception, region: Region) -> str:
 class Ec2Runner:
     """The drivers of one region host."""
 
+    needs_heartbeat = False  # core.heartbeat: the region's API answers each call itself
+
     def __init__(self, region: Region, clients: Clients, cloud: str) -> None:
         self.region = region
         self.cloud = cloud  # the nubo-cloud tag value
@@ -480,6 +482,8 @@ def _template(element: ET.Element | None) -> template.Template:
 
 class Refusing:
     """The runner of a region whose settings are wrong: every action fails with why."""
+
+    needs_heartbeat = False
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
