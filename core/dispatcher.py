@@ -11,6 +11,7 @@ is deployed twice.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import shlex
 import socket
@@ -371,6 +372,9 @@ class Dispatcher:
             )
             if not result.ok:
                 sink("I", f"cleanup: cancel reported '{result.error}' (ignored)")
+            cleaned, why = await self._vnm(job, "clean", sink)
+            if not cleaned:
+                sink("I", f"cleanup: network driver clean reported '{why}' (ignored)")
         if bursting.public_host(job.host):
             return True, "", None  # no VM dir in a public cloud
         location = self.frontend if stopped else job.hostname
@@ -478,6 +482,48 @@ class Dispatcher:
         return attrs.get("MIGRATION_ADDRESS") or attrs.get("SSH_ADDRESS") or host.name
 
     async def _vmm(self, job: Job, sink: LogSink) -> tuple[bool, str, str | None]:
+        """The VMM action of the step, within the network driver's pre/post (a VM arriving)
+        or followed by its clean (a VM leaving the host), as OpenNebula 3.4 runs them."""
+        step = job.step
+        arriving = step in (Step.BOOT, Step.RESTORE)
+        if arriving:
+            ok, error = await self._vnm(job, "pre", sink)
+            if not ok:
+                return False, f"network driver pre: {error}", None
+        ok, error, new_id = await self._vmm_action(job, sink)
+        if ok and arriving:
+            deploy_id = new_id or job.vm.deploy_id or f"one-{job.vm.id}"
+            posted, why = await self._vnm(job, "post", sink, deploy_id)
+            if not posted:  # never leave a VM running without the rules it asked for
+                assert job.history is not None
+                await self.host_runner(job).run(
+                    "vmm", job.history.vmm_mad, "cancel",
+                    [deploy_id, job.hostname, str(job.vm.id), job.hostname], stdin=job.doc,
+                    timeout=self.cloud.config.driver_timeout, log=sink)
+                await self._vnm(job, "clean", sink)
+                return False, f"network driver post: {why}", None
+        if ok and step in _LEAVING:
+            cleaned, why = await self._vnm(job, "clean", sink)
+            if not cleaned:
+                sink("E", f"network driver clean failed (ignored): {why}")
+        return ok, error, new_id
+
+    async def _vnm(self, job: Job, action: str, sink: LogSink,
+                   deploy_id: str = "") -> tuple[bool, str]:
+        """`vnm/<driver>/<action> <base64 VM XML> [deploy id]` on the host, when the host's
+        network driver has that action (the dummy driver has none)."""
+        assert job.history is not None and job.host is not None
+        driver = job.history.vnm_mad
+        if not driver or not self.drivers.has_action("vnm", driver, action):
+            return True, ""
+        attrs = {k: v for k, v in template.parse(job.host.template) if isinstance(v, str)}
+        runner = self.drivers.for_host(job.host.name, attrs, "vnm", driver)
+        args = [base64.b64encode(job.doc).decode()] + ([deploy_id] if action == "post" else [])
+        result = await runner.run("vnm", driver, action, args, stdin=job.doc,
+                                  timeout=self.cloud.config.driver_timeout, log=sink)
+        return result.ok, result.error
+
+    async def _vmm_action(self, job: Job, sink: LogSink) -> tuple[bool, str, str | None]:
         assert job.history is not None
         runner = self.host_runner(job)
         host, vmid, driver = job.hostname, str(job.vm.id), job.history.vmm_mad
@@ -540,6 +586,8 @@ class Dispatcher:
         return None
 
 
+# VMM steps after which the VM no longer runs on the host: the network driver cleans
+_LEAVING = (Step.SHUTDOWN, Step.CANCEL, Step.SAVE_STOP, Step.SAVE_SUSPEND, Step.SAVE_MIGRATE)
 # steps that only move files between the front-end and the host
 _TRANSFERS = (Step.PROLOG, Step.PROLOG_RESUME, Step.EPILOG, Step.EPILOG_STOP,
               Step.PROLOG_MIGRATE)

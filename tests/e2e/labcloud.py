@@ -119,11 +119,11 @@ def lab_conf(lab: Lab) -> str:
             "REGISTER_LOCALHOST = NO\n")
 
 
-def add_qemu_hosts(nubo: LiveNubo, lab: Lab) -> None:
+def add_qemu_hosts(nubo: LiveNubo, lab: Lab, vnm: str = "dummy") -> None:
     """Every lab host as a KVM host running qemu, both datastores on tm/ssh; returns once
     the daemon has monitored them all."""
     for host in lab.hosts:
-        nubo.cli("host", "create", host.name, "--im", "kvm", "--vmm", "qemu",
+        nubo.cli("host", "create", host.name, "--im", "kvm", "--vmm", "qemu", "--vnm", vnm,
                  "--attr", f"SSH_ADDRESS={host.address}", "--attr", f"SSH_NETNS={lab.netns}",
                  "--attr", f"SCRIPTS_REMOTE_DIR={host.remote_dir}",
                  "--attr", f"DATASTORE_LOCATION={host.datastores}")
@@ -168,7 +168,8 @@ def remote_dummy_cloud(tmp_path_factory: pytest.TempPathFactory, name: str,
 
 @contextlib.contextmanager
 def qemu_cloud(tmp_path_factory: pytest.TempPathFactory, name: str, n: int = 2,
-               extra: Callable[[Lab], str] = lambda lab: "") -> Iterator[Cloud]:
+               extra: Callable[[Lab], str] = lambda lab: "", vnm: str = "dummy"
+               ) -> Iterator[Cloud]:
     """A daemon whose hosts are n lab hosts running qemu (add_qemu_hosts), its nubo.conf
     being lab_conf plus `extra(lab)`; everything is torn down after, whatever happened."""
     lab = make_lab(tmp_path_factory.mktemp(f"{name}-lab"), name, n)
@@ -176,7 +177,7 @@ def qemu_cloud(tmp_path_factory: pytest.TempPathFactory, name: str, n: int = 2,
     try:
         nubo = LiveNubo(tmp_path_factory.mktemp(f"{name}-nubo"), conf=lab_conf(lab) + extra(lab))
         nubo.start()
-        add_qemu_hosts(nubo, lab)
+        add_qemu_hosts(nubo, lab, vnm)
         yield Cloud(nubo, lab)
     finally:
         if nubo is not None:

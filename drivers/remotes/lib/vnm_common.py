@@ -1,0 +1,44 @@
+"""What the network drivers (vnm/<driver>/{pre,post,clean}) share: OpenNebula 3.4's
+arguments (`pre <base64 VM XML>`, `post <base64 VM XML> <deploy id>`, `clean <base64 VM
+XML>`) read into the VM's NICs, each with the tap the qemu driver gives it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import sys
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+from ebtables_rules import fail
+from qemu_driver import tap_name
+
+
+@dataclass(frozen=True)
+class Nic:
+    nic_id: str
+    tap: str
+    mac: str
+    ip: str
+    network_id: str
+    bridge: str
+    attributes: dict[str, str]
+
+
+def vm_nics(action: str) -> tuple[str, list[Nic]]:
+    """(VM id, its NICs) from this action's first argument."""
+    if len(sys.argv) < 2:
+        fail(f"usage: {action} <base64 VM XML>" + (" <deploy id>" if action == "post" else ""))
+    try:
+        doc = ET.fromstring(base64.b64decode(sys.argv[1], validate=True))
+    except (binascii.Error, ET.ParseError) as exc:
+        fail(f"{action}: the VM document does not decode: {exc}")
+    vm_id = doc.findtext("ID") or ""
+    nics = []
+    for element in doc.findall("TEMPLATE/NIC"):
+        attrs = {child.tag: child.text or "" for child in element}
+        nic_id = attrs.get("NIC_ID", "0")
+        nics.append(Nic(nic_id, tap_name(vm_id, nic_id), attrs.get("MAC", ""),
+                        attrs.get("IP", ""), attrs.get("NETWORK_ID", ""),
+                        attrs.get("BRIDGE", ""), attrs))
+    return vm_id, nics
