@@ -1,0 +1,99 @@
+"""The `fw` network driver on a lab host: guests on networks with white and black port
+lists and ICMP = drop, reached from a veth endpoint on the same bridge. A white list lets
+its ports through and drops the rest of the protocol, a black list drops its ports, ICMP =
+drop stops pings; the chains exist while the guests run and go with them. Read with curl,
+ping and `iptables -S` inside the lab's namespaces, never from Nubo."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.labcloud import Cloud, qemu_cloud, wait_until
+from tests.guest import guest_os
+
+pytestmark = pytest.mark.slow
+BOOT = 120.0
+BRIDGE = "br-fw"
+ENDPOINT_IP = "10.219.0.99"
+# network -> (its filter attributes, the guest's address)
+NETWORKS = {
+    "web": ('WHITE_PORTS_TCP = "80"\nICMP = "drop"\n', "10.219.1.2"),
+    "noweb": ('BLACK_PORTS_TCP = "80"\n', "10.219.2.2"),
+    "mail": ('WHITE_PORTS_TCP = "22:25,443"\nBLACK_PORTS_TCP = "443"\n', "10.219.3.2"),
+}
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check)  # noqa: S603
+
+
+@pytest.fixture(scope="module")
+def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    with qemu_cloud(tmp_path_factory, "fw", 1, vnm="fw") as made:
+        host, ns = made.lab.host("h1").netns, f"{made.lab.prefix}-ep"
+        run("ip", "-n", host, "link", "add", BRIDGE, "type", "bridge")
+        run("ip", "-n", host, "link", "set", BRIDGE, "up")
+        run("ip", "netns", "add", ns)  # removed with the lab (its prefix)
+        run("ip", "-n", host, "link", "add", "ep", "type", "veth", "peer", "name", "eth0",
+            "netns", ns)
+        run("ip", "-n", host, "link", "set", "ep", "master", BRIDGE, "up")
+        run("ip", "-n", ns, "link", "set", "eth0", "up")
+        run("ip", "-n", ns, "addr", "add", f"{ENDPOINT_IP}/16", "dev", "eth0")
+        yield made
+
+
+def from_endpoint(cloud: Cloud, *argv: str) -> subprocess.CompletedProcess[str]:
+    return run("ip", "netns", "exec", f"{cloud.lab.prefix}-ep", *argv, check=False)
+
+
+def web(cloud: Cloud, address: str) -> bool:
+    return "hello from" in from_endpoint(cloud, "curl", "-s", "--max-time", "4",
+                                         f"http://{address}/").stdout
+
+
+def ping(cloud: Cloud, address: str) -> bool:
+    return from_endpoint(cloud, "ping", "-c", "1", "-W", "3", address).returncode == 0
+
+
+def chains(cloud: Cloud) -> list[str]:
+    listing = run("ip", "netns", "exec", cloud.lab.host("h1").netns, "iptables", "-S").stdout
+    return [line for line in listing.splitlines() if "one-" in line]
+
+
+def console(cloud: Cloud, vm_id: int) -> str:
+    record = cloud.vm_doc(vm_id).findall("HISTORY_RECORDS/HISTORY")[-1]
+    path = Path(record.findtext("DS_LOCATION") or "") / "0" / str(vm_id) / "console.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_white_and_black_ports_and_icmp(cloud: Cloud,
+                                        tmp_path_factory: pytest.TempPathFactory) -> None:
+    os_vector = guest_os(tmp_path_factory.mktemp("fw-guest"))
+    guests = {}
+    for name, (filters, address) in NETWORKS.items():
+        net = cloud.call("one.vn.allocate", f'NAME = "{name}"\nTYPE = FIXED\n'
+                         f'BRIDGE = "{BRIDGE}"\nLEASES = [ IP = "{address}" ]\n' + filters, -1)
+        guests[name] = int(cloud.call(
+            "one.vm.allocate", f'NAME = "{name}"\nCPU = "0.1"\nMEMORY = "96"\n' + os_vector
+            + f'NIC = [ NETWORK_ID = "{net}" ]\nCONTEXT = [ HOSTNAME = "$NAME", '
+            'ETH0_IP = "$NIC[IP]", ETH0_MASK = "255.255.0.0" ]\n'))
+    for name, vm_id in guests.items():
+        wait_until(f"{name} up", lambda v=vm_id: "NUBO-NET-UP" in console(cloud, v), BOOT)
+    found = chains(cloud)
+    for vm_id in guests.values():
+        assert any(f"--physdev-out one-{vm_id}-0 " in line for line in found), found
+
+    web_ip, noweb_ip, mail_ip = (NETWORKS[n][1] for n in ("web", "noweb", "mail"))
+    assert web(cloud, web_ip) and not ping(cloud, web_ip)  # white 80, ICMP dropped
+    assert not web(cloud, noweb_ip) and ping(cloud, noweb_ip)  # black 80
+    assert not web(cloud, mail_ip) and ping(cloud, mail_ip)  # 80 is not on its white list
+
+    for vm_id in guests.values():
+        cloud.call("one.vm.action", "cancel", vm_id)
+    for vm_id in guests.values():
+        cloud.nubo.wait_vm(vm_id, "DONE", timeout=BOOT)
+    assert chains(cloud) == []
