@@ -1,0 +1,65 @@
+"""The network drivers' rule makers (drivers/remotes/lib: vnm_common, fw_rules,
+ebtables_rules) on their own: what each NIC gets, in which order, and bad input refused.
+The rules themselves are exercised on lab hosts by tests/e2e/test_fw.py and
+test_isolation.py."""
+
+from __future__ import annotations
+
+import base64
+import sys
+
+import pytest
+
+from tests.drivers.conftest import REMOTES
+
+sys.path.insert(0, str(REMOTES / "lib"))
+import ebtables_rules  # noqa: E402
+import fw_rules  # noqa: E402
+import vnm_common  # noqa: E402
+
+
+def nic(**attrs: str) -> vnm_common.Nic:
+    return vnm_common.Nic("1", "one-7-1", "02:00:0a:00:01:05", "10.0.1.5", "3", "br0", attrs)
+
+
+def test_a_white_list_wins_and_closes_the_rest_of_its_protocol() -> None:
+    rules = fw_rules.rules(nic(WHITE_PORTS_TCP="22,80:90", BLACK_PORTS_TCP="80",
+                               BLACK_PORTS_UDP="53", ICMP="drop"))
+    assert rules == [
+        ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+        ["-p", "tcp", "-m", "multiport", "--dports", "22,80:90", "-j", "ACCEPT"],
+        ["-p", "tcp", "-j", "DROP"],
+        ["-p", "udp", "-m", "multiport", "--dports", "53", "-j", "DROP"],
+        ["-p", "icmp", "-j", "DROP"]]
+    assert fw_rules.chain("7", nic()) == "one-7-3"
+    assert fw_rules.jump("7", nic()) == ["FORWARD", "-m", "physdev", "--physdev-is-bridged",
+                                         "--physdev-out", "one-7-1", "-j", "one-7-3"]
+    assert not fw_rules.filtered(nic()) and fw_rules.filtered(nic(ICMP="drop"))
+
+
+def test_ports_that_are_not_ports_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        fw_rules.rules(nic(WHITE_PORTS_TCP="22; rm -rf /"))
+    assert "WHITE_PORTS_TCP = '22;rm-rf/' is not a list of ports" in capsys.readouterr().err
+
+
+def test_anti_spoofing_keeps_the_nics_slash_24(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ebtables_rules.anti_spoofing("one-7-1", "02:00:0A:00:01:05") == [
+        ["-s", "!", "02:00:0a:00:01:00/ff:ff:ff:ff:ff:00", "-o", "one-7-1", "-j", "DROP"],
+        ["-s", "!", "02:00:0a:00:01:05", "-i", "one-7-1", "-j", "DROP"]]
+    assert ebtables_rules.interface(["-s", "!", "x", "-i", "one-7-1", "-j", "DROP"]) == "one-7-1"
+
+
+def test_the_vm_document_gives_each_nic_its_tap(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    doc = (b"<VM><ID>12</ID><TEMPLATE><NIC><NIC_ID>0</NIC_ID><MAC>02:00:0a:00:00:02</MAC>"
+           b"<IP>10.0.0.2</IP><NETWORK_ID>4</NETWORK_ID><ICMP>drop</ICMP></NIC>"
+           b"<NIC><NIC_ID>1</NIC_ID></NIC></TEMPLATE></VM>")
+    monkeypatch.setattr(sys, "argv", ["post", base64.b64encode(doc).decode(), "one-12"])
+    vm_id, nics = vnm_common.vm_nics("post")
+    assert vm_id == "12" and [n.tap for n in nics] == ["one-12-0", "one-12-1"]
+    assert nics[0].network_id == "4" and nics[0].attributes["ICMP"] == "drop"
+    monkeypatch.setattr(sys, "argv", ["clean", "not base64!"])
+    with pytest.raises(SystemExit):
+        vnm_common.vm_nics("clean")
+    assert "clean: the VM document does not decode" in capsys.readouterr().err
