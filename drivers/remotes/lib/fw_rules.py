@@ -52,7 +52,7 @@ def filtered(nic: Nic) -> bool:
 
 
 def ports(nic: Nic, name: str) -> str:
-    value = nic.attributes.get(name, "").replace(" ", "")
+    value = str(nic.attributes.get(name, "")).replace(" ", "")
     if value and not _PORTS.match(value):
         fail(f"fw: {name} = {value!r} is not a list of ports and a:b ranges")
     return value
