@@ -187,7 +187,12 @@ class Monitor:
                         first: bool) -> None:
         with self.cloud.session() as s:
             host = s.get(Host, host_id, with_for_update=True)
-            if host is None or self._stale(host, seen):
+            if host is None:
+                return
+            if self._stale(host, seen):
+                if first and host.state == HostState.MONITORING:
+                    host.state = HostState.INIT  # the probe again at once is its first
+                    s.add(host)
                 return
             current = template.parse(host.template)
             current.remove("ERROR")
