@@ -1,7 +1,7 @@
 """The seed's network-isolation hands-on on a lab host, with the `ebtables` network driver:
 guests on networks Red and Blue share one bridge; each network reaches its own guest and
 not the other's, also after widening its netmask; the rules exist while a guest runs and
-go with it.
+go with it; Blue's `ICMP = drop` (the fw part of the driver) stops pings to its guest.
 
 The guests are real (qemu, the test guest serving `hello from <hostname>` on port 80).
 The other end of each conversation is a veth endpoint in a namespace of its own on the
@@ -68,6 +68,11 @@ def fetch(cloud: Cloud, network: str, address: str) -> str:
     return done.stdout.strip()
 
 
+def ping(cloud: Cloud, network: str, address: str) -> bool:
+    return run("ip", "netns", "exec", endpoint(cloud.lab, network), "ping", "-c", "1", "-W",
+               "3", address, check=False).returncode == 0
+
+
 def rules(cloud: Cloud) -> list[str]:
     listing = run("ip", "netns", "exec", cloud.lab.host("h1").netns, "ebtables", "-L",
                   "FORWARD").stdout
@@ -86,8 +91,9 @@ def test_red_and_blue_reach_their_own_guest_only(cloud: Cloud,
     os_vector = guest_os(tmp_path_factory.mktemp("iso-guest"))
     guests = {}
     for name, (address, _, _) in NETWORKS.items():
+        icmp = 'ICMP = "drop"\n' if name == "blue" else ""  # the fw part of the driver
         net = cloud.call("one.vn.allocate", f'NAME = "{name}"\nTYPE = FIXED\n'
-                         f'BRIDGE = "{BRIDGE}"\nLEASES = [ IP = "{address}" ]\n', -1)
+                         f'BRIDGE = "{BRIDGE}"\nLEASES = [ IP = "{address}" ]\n' + icmp, -1)
         guests[name] = int(cloud.call(
             "one.vm.allocate", f'NAME = "{name}1"\nCPU = "0.1"\nMEMORY = "96"\n' + os_vector
             + f'NIC = [ NETWORK_ID = "{net}" ]\nCONTEXT = [ HOSTNAME = "$NAME", '
@@ -105,6 +111,7 @@ def test_red_and_blue_reach_their_own_guest_only(cloud: Cloud,
     red, blue = NETWORKS["red"][0], NETWORKS["blue"][0]
     assert "hello from red1" in fetch(cloud, "red", red)
     assert "hello from blue1" in fetch(cloud, "blue", blue)
+    assert ping(cloud, "red", red) and not ping(cloud, "blue", blue)  # Blue: ICMP = drop
     # a netmask that covers both networks gets no closer to the other's guest
     for name in NETWORKS:
         ns = endpoint(cloud.lab, name)
@@ -123,3 +130,5 @@ def test_red_and_blue_reach_their_own_guest_only(cloud: Cloud,
     cloud.call("one.vm.action", "cancel", guests["blue"])
     cloud.nubo.wait_vm(guests["blue"], "DONE", timeout=BOOT)
     assert rules(cloud) == []
+    iptables = run("ip", "netns", "exec", cloud.lab.host("h1").netns, "iptables", "-S").stdout
+    assert "one-" not in iptables, iptables

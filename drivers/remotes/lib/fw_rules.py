@@ -1,5 +1,5 @@
-"""The `fw` network driver's iptables rules, as OpenNebula 3.4's (also run by `ebtables`,
-whose post and clean are ebtables plus fw).
+"""The `fw` network driver's iptables rules, as OpenNebula 3.4's (the `ebtables` driver
+runs them too: its post and clean are ebtables plus fw).
 
 A NIC with any of WHITE_PORTS_TCP, WHITE_PORTS_UDP, BLACK_PORTS_TCP, BLACK_PORTS_UDP or
 ICMP (from its network) gets a chain `one-<vmid>-<network id>`, jumped to from FORWARD
