@@ -42,6 +42,29 @@ class Cloud:
     def vm_doc(self, vm_id: int) -> ET.Element:
         return ET.fromstring(self.call("one.vm.info", vm_id))
 
+    def console(self, vm_id: int) -> str:
+        """The guest's serial console so far, read from its VM dir on its host ("" before
+        it has one)."""
+        records = self.vm_doc(vm_id).findall("HISTORY_RECORDS/HISTORY")
+        if not records:
+            return ""
+        path = Path(records[-1].findtext("DS_LOCATION") or "") / "0" / str(vm_id) / "console.log"
+        try:
+            return path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def guest_on(self, network: str, name: str, os_vector: str, *, bridge: str, ip: str,
+                 mask: str = "255.255.255.0", filters: str = "") -> int:
+        """A new FIXED network with one lease, and a test guest with a NIC on it that takes
+        the address from its context; returns the VM id."""
+        net = self.call("one.vn.allocate", f'NAME = "{network}"\nTYPE = FIXED\n'
+                        f'BRIDGE = "{bridge}"\nLEASES = [ IP = "{ip}" ]\n' + filters, -1)
+        return int(self.call(
+            "one.vm.allocate", f'NAME = "{name}"\nCPU = "0.1"\nMEMORY = "96"\n' + os_vector
+            + f'NIC = [ NETWORK_ID = "{net}" ]\nCONTEXT = [ HOSTNAME = "$NAME", '
+            f'ETH0_IP = "$NIC[IP]", ETH0_MASK = "{mask}" ]\n'))
+
     def qemu_hosts(self, vm_id: int) -> list[str]:
         """The lab hosts where a qemu process of VM `vm_id` runs, found from the processes
         themselves (the lab's hosts share one PID namespace; each process's network

@@ -57,15 +57,6 @@ def state(cloud: Cloud, vm_id: int) -> tuple[str, str, str]:
             records[-1].findtext("HOSTNAME") or "" if records else "")
 
 
-def console(cloud: Cloud, vm_id: int) -> str:
-    record = cloud.vm_doc(vm_id).findall("HISTORY_RECORDS/HISTORY")[-1]
-    path = Path(record.findtext("DS_LOCATION") or "") / "0" / str(vm_id) / "console.log"
-    try:
-        return path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
-
-
 def test_a_killed_host_s_guests_boot_again_elsewhere(cloud: Cloud,
                                                       tmp_path_factory: pytest.TempPathFactory
                                                       ) -> None:
@@ -77,7 +68,7 @@ def test_a_killed_host_s_guests_boot_again_elsewhere(cloud: Cloud,
                           f'CONTEXT = [ HOSTNAME = "ft{i}" ]\n')) for i in range(3)]
     for vm_id in vms:
         wait_until(f"VM {vm_id} ready on h1", lambda v=vm_id: state(cloud, v) == ("3", "3", "h1")
-                   and "NUBO-READY" in console(cloud, v), BOOT)
+                   and "NUBO-READY" in cloud.console(v), BOOT)
         assert cloud.qemu_hosts(vm_id) == ["h1"]
     for name in ("h2", "h3"):
         cloud.nubo.cli("host", "enable", name)
@@ -101,7 +92,7 @@ def test_a_killed_host_s_guests_boot_again_elsewhere(cloud: Cloud,
     MOVED.extend(vms)
     running = time.monotonic() - killed
     for vm_id in vms:
-        wait_until(f"VM {vm_id} ready again", lambda v=vm_id: "NUBO-READY" in console(cloud, v),
+        wait_until(f"VM {vm_id} ready again", lambda v=vm_id: "NUBO-READY" in cloud.console(v),
                    BOOT)
     ready = time.monotonic() - killed
     print(f"host killed -> {len(vms)} VMs RUNNING elsewhere: {running:.1f} s, "
@@ -143,7 +134,7 @@ def test_a_cut_off_host_is_fenced_before_its_guests_move_and_cleaned_when_back(
     guests = [v for v, where in hosts.items() if where == victim]
     for vm_id in guests:
         assert cloud.qemu_hosts(vm_id) == [victim]
-        wait_until(f"VM {vm_id} ready", lambda v=vm_id: "NUBO-READY" in console(cloud, v), BOOT)
+        wait_until(f"VM {vm_id} ready", lambda v=vm_id: "NUBO-READY" in cloud.console(v), BOOT)
     cut = time.monotonic()
     cloud.lab.host(victim).cut()  # a partition: its guests run on, out of reach
     seen_twice: list[tuple[int, list[str]]] = []
@@ -169,7 +160,7 @@ def test_a_cut_off_host_is_fenced_before_its_guests_move_and_cleaned_when_back(
     wait_until(f"the VM dirs on {victim} removed",
                lambda: not any(vm_dir(cloud, victim, v).exists() for v in guests))
     for vm_id in guests:
-        wait_until(f"VM {vm_id} ready again", lambda v=vm_id: "NUBO-READY" in console(cloud, v),
+        wait_until(f"VM {vm_id} ready again", lambda v=vm_id: "NUBO-READY" in cloud.console(v),
                    BOOT)
         where = state(cloud, vm_id)
         assert where[:2] == ("3", "3") and cloud.qemu_hosts(vm_id) == [where[2]]

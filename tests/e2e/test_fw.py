@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -64,25 +63,15 @@ def chains(cloud: Cloud) -> list[str]:
     return [line for line in listing.splitlines() if "one-" in line]
 
 
-def console(cloud: Cloud, vm_id: int) -> str:
-    record = cloud.vm_doc(vm_id).findall("HISTORY_RECORDS/HISTORY")[-1]
-    path = Path(record.findtext("DS_LOCATION") or "") / "0" / str(vm_id) / "console.log"
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
 def test_white_and_black_ports_and_icmp(cloud: Cloud,
                                         tmp_path_factory: pytest.TempPathFactory) -> None:
     os_vector = guest_os(tmp_path_factory.mktemp("fw-guest"))
     guests = {}
     for name, (filters, address) in NETWORKS.items():
-        net = cloud.call("one.vn.allocate", f'NAME = "{name}"\nTYPE = FIXED\n'
-                         f'BRIDGE = "{BRIDGE}"\nLEASES = [ IP = "{address}" ]\n' + filters, -1)
-        guests[name] = int(cloud.call(
-            "one.vm.allocate", f'NAME = "{name}"\nCPU = "0.1"\nMEMORY = "96"\n' + os_vector
-            + f'NIC = [ NETWORK_ID = "{net}" ]\nCONTEXT = [ HOSTNAME = "$NAME", '
-            'ETH0_IP = "$NIC[IP]", ETH0_MASK = "255.255.0.0" ]\n'))
+        guests[name] = cloud.guest_on(name, name, os_vector, bridge=BRIDGE, ip=address,
+                                      mask="255.255.0.0", filters=filters)
     for name, vm_id in guests.items():
-        wait_until(f"{name} up", lambda v=vm_id: "NUBO-NET-UP" in console(cloud, v), BOOT)
+        wait_until(f"{name} up", lambda v=vm_id: "NUBO-NET-UP" in cloud.console(v), BOOT)
     found = chains(cloud)
     for vm_id in guests.values():
         assert any(f"--physdev-out one-{vm_id}-0 " in line for line in found), found

@@ -15,7 +15,6 @@ from __future__ import annotations
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -79,12 +78,6 @@ def rules(cloud: Cloud) -> list[str]:
     return [line for line in listing.splitlines() if line.startswith("-")]
 
 
-def console(cloud: Cloud, vm_id: int) -> str:
-    record = cloud.vm_doc(vm_id).findall("HISTORY_RECORDS/HISTORY")[-1]
-    path = Path(record.findtext("DS_LOCATION") or "") / "0" / str(vm_id) / "console.log"
-    return path.read_text(errors="replace") if path.exists() else ""
-
-
 def test_red_and_blue_reach_their_own_guest_only(cloud: Cloud,
                                                  tmp_path_factory: pytest.TempPathFactory
                                                  ) -> None:
@@ -92,15 +85,11 @@ def test_red_and_blue_reach_their_own_guest_only(cloud: Cloud,
     guests = {}
     for name, (address, _, _) in NETWORKS.items():
         icmp = 'ICMP = "drop"\n' if name == "blue" else ""  # the fw part of the driver
-        net = cloud.call("one.vn.allocate", f'NAME = "{name}"\nTYPE = FIXED\n'
-                         f'BRIDGE = "{BRIDGE}"\nLEASES = [ IP = "{address}" ]\n' + icmp, -1)
-        guests[name] = int(cloud.call(
-            "one.vm.allocate", f'NAME = "{name}1"\nCPU = "0.1"\nMEMORY = "96"\n' + os_vector
-            + f'NIC = [ NETWORK_ID = "{net}" ]\nCONTEXT = [ HOSTNAME = "$NAME", '
-            'ETH0_IP = "$NIC[IP]", ETH0_MASK = "255.255.255.0" ]\n'))
+        guests[name] = cloud.guest_on(name, f"{name}1", os_vector, bridge=BRIDGE, ip=address,
+                                      filters=icmp)
     for name, vm_id in guests.items():
         wait_until(f"{name}1 up on its network", lambda v=vm_id: "NUBO-NET-UP" in
-                   console(cloud, v), BOOT)
+                   cloud.console(v), BOOT)
     found = rules(cloud)
     for vm_id in guests.values():
         mac = ET.fromstring(cloud.call("one.vm.info", vm_id)).findtext("TEMPLATE/NIC/MAC")
