@@ -155,7 +155,7 @@ class Monitor:
                             self.cloud.config.host_missed_probes, error)
                 await anyio.to_thread.run_sync(self._retry_soon, host_id)
                 return
-            await anyio.to_thread.run_sync(self._host_failed, host_id, seen, error)
+            await anyio.to_thread.run_sync(self._host_failed, host_id, seen, error, first)
         finally:
             self._inflight.discard(host_id)
 
@@ -175,12 +175,15 @@ class Monitor:
             return host.name, host.im_mad, attrs, doc, host.template, first
 
     @staticmethod
-    def _stale(host: Host, seen: str) -> bool:
+    def _stale(host: Host, seen: str, first: bool) -> bool:
         """The host was updated while the probe ran (e.g. its SSH address was set just
-        after it was created): drop the result and probe it again at once."""
+        after it was created): drop the result and probe it again at once (still as its
+        first probe, when it was)."""
         if host.template == seen:
             return False
         host.last_mon_time = 0
+        if first and host.state == HostState.MONITORING:
+            host.state = HostState.INIT
         return True
 
     def _host_monitored(self, host_id: int, seen: str, metrics: template.Template,
@@ -189,10 +192,8 @@ class Monitor:
             host = s.get(Host, host_id, with_for_update=True)
             if host is None:
                 return
-            if self._stale(host, seen):
-                if first and host.state == HostState.MONITORING:
-                    host.state = HostState.INIT  # the probe again at once is its first
-                    s.add(host)
+            if self._stale(host, seen, first):
+                s.add(host)
                 return
             current = template.parse(host.template)
             current.remove("ERROR")
@@ -238,12 +239,16 @@ class Monitor:
         if host_id not in self._inflight:
             self._spawn(self.monitor_host(host_id))
 
-    def _host_failed(self, host_id: int, seen: str | None, message: str) -> str:
+    def _host_failed(self, host_id: int, seen: str | None, message: str,
+                     first: bool = False) -> str:
         """Put the host in ERROR (unless DISABLED); its name when it is in ERROR now.
         seen: the template the failed probe was given (None for a heartbeat)."""
         with self.cloud.session() as s:
             host = s.get(Host, host_id, with_for_update=True)
-            if host is None or (seen is not None and self._stale(host, seen)):
+            if host is None:
+                return ""
+            if seen is not None and self._stale(host, seen, first):
+                s.add(host)
                 return ""
             if host.state not in (HostState.DISABLED, HostState.ERROR):
                 hooks.fire_host(s, host, "ERROR", prev_state=host.state)
