@@ -41,11 +41,9 @@ from tests.e2e.labcloud import (  # noqa: E402
     write_remote_dummy,
 )
 from tests.guest import guest_os  # noqa: E402
-from tests.live import LiveNubo, wait_until  # noqa: E402
+from tests.live import SEED_HOST_HOOK, LiveNubo, wait_until  # noqa: E402
 
 GOAL = 15.0
-HOOK = ('HOST_HOOK = [ name = "error", on = "ERROR", command = "host_error.rb", '
-        'arguments = "$HID -r n", remote = no ]\n')
 # (label, nubo.conf lines over the lab's). Row 0 puts back every default that tests/live's
 # FAST_CONF changes: what an operator gets.
 DEFAULTS = ("SCHED_INTERVAL = 30\nMAX_DISPATCH = 30\nMAX_HOST = 1\nMONITORING_INTERVAL = 60\n"
@@ -62,7 +60,7 @@ def run(n: int, qemu: bool, label: str, settings: str, work: Path) -> dict[str, 
     lab = create_hosts(3, work / "lab", prefix=f"nubo-fo{int(time.time()) % 10000}")
     nubo: LiveNubo | None = None
     try:
-        conf = (lab_conf(lab) + settings + HOOK +
+        conf = (lab_conf(lab) + settings + SEED_HOST_HOOK +
                 f'FENCE_COMMAND = "{Path(sys.executable).parent / "nubo"} lab fence $HOST '
                 f'--dir {lab.workdir}"\n')
         nubo = LiveNubo(work / "nubo", conf=conf)

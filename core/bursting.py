@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from core.expr import ExpressionError, as_number, parse_rank, parse_requirements
 from core.models import Host
-from core.template import parse
+from core.template import strings
 
 
 @dataclass
@@ -63,7 +63,7 @@ def is_public(template: Mapping[str, str]) -> bool:
 def public_host(host: Host | None) -> bool:
     """Whether a host is a public-cloud region (no VM dir, no transfers, no migration)."""
     return host is not None and "PUBLIC_CLOUD" in host.template and is_public(
-        {k: v for k, v in parse(host.template) if isinstance(v, str)})
+        strings(host.template))
 
 
 def section_for(sections: Sequence[Mapping[str, str]], host: str) -> Mapping[str, str] | None:

@@ -189,10 +189,6 @@ def schedule_once(cloud: Cloud) -> int:
     return placed
 
 
-def _attributes(host: Host) -> dict[str, str]:
-    return {k: v for k, v in template.parse(host.template) if isinstance(v, str)}
-
-
 def _placed_types(session: Session, region: bursting.RegionView) -> dict[str, int]:
     """Instance types of the VMs placed on a region (launched or not), by count."""
     counts: dict[str, int] = {}
@@ -222,7 +218,7 @@ def _stopped_on(session: Session, vm_ids: list[int]) -> dict[int, int]:
 
 def _host_view(host: Host) -> scheduler.HostView:
     return scheduler.HostView(
-        id=host.id or 0, name=host.name, template=_attributes(host), max_cpu=host.max_cpu,
+        id=host.id or 0, name=host.name, template=template.strings(host.template), max_cpu=host.max_cpu,
         max_mem=host.max_mem, free_cpu=host.free_cpu, free_mem=host.free_mem,
         used_cpu=host.used_cpu, used_mem=host.used_mem, cpu_usage=host.cpu_usage,
         mem_usage=host.mem_usage, running_vms=host.running_vms,

@@ -314,11 +314,12 @@ class Dispatcher:
     def _tm(self, job: Job) -> Runner:
         return self.drivers.local()
 
-    def host_runner(self, job: Job) -> Runner:
+    def host_runner(self, job: Job, kind: str = "vmm") -> Runner:
+        """Where the placement's `kind` driver (vmm, vnm) runs for its host."""
         assert job.host is not None and job.history is not None
-        attrs = template.parse(job.host.template)
-        flat = {name: value for name, value in attrs if isinstance(value, str)}
-        return self.drivers.for_host(job.host.name, flat, "vmm", job.history.vmm_mad)
+        driver = job.history.vnm_mad if kind == "vnm" else job.history.vmm_mad
+        return self.drivers.for_host(job.host.name, template.strings(job.host.template), kind,
+                                     driver)
 
     async def tm_lines(self, job: Job, sink: LogSink,
                        lines: list[transfers.Line]) -> tuple[bool, str, None]:
@@ -516,8 +517,7 @@ class Dispatcher:
         driver = job.history.vnm_mad
         if not driver or not self.drivers.has_action("vnm", driver, action):
             return True, ""
-        attrs = {k: v for k, v in template.parse(job.host.template) if isinstance(v, str)}
-        runner = self.drivers.for_host(job.host.name, attrs, "vnm", driver)
+        runner = self.host_runner(job, "vnm")
         args = [base64.b64encode(job.doc).decode()] + ([deploy_id] if action == "post" else [])
         result = await runner.run("vnm", driver, action, args, stdin=job.doc,
                                   timeout=self.cloud.config.driver_timeout, log=sink)

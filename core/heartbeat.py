@@ -69,9 +69,8 @@ class Heartbeats:
                     continue
                 known = self._parsed.get(host.id)
                 if known is None or known[0] != host.template:
-                    attrs = {k: v for k, v in template.parse(host.template)
-                             if isinstance(v, str)}
-                    known = self._parsed[host.id] = (host.template, attrs)
+                    known = self._parsed[host.id] = (host.template,
+                                                     template.strings(host.template))
                 found[host.id] = Target(host.name, host.im_mad, known[1],
                                         host.state == HostState.ERROR)
         for gone in set(self._parsed) - set(found):

@@ -124,7 +124,7 @@ class HookRuns(WorkLoop):
     def _runner(self, work: Work) -> Runner:
         if work.host is None:
             return self.drivers.local()
-        attrs = {k: v for k, v in template.parse(work.host.template) if isinstance(v, str)}
+        attrs = template.strings(work.host.template)
         return self.drivers.for_host(work.host.name, attrs, "hooks", "")
 
     def _cli_env(self) -> dict[str, str]:

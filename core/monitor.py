@@ -170,7 +170,7 @@ class Monitor:
             if host.state in (HostState.INIT, HostState.MONITORED):
                 host.state = HostState.MONITORING  # 3.4: shown as `update` while probed
                 s.add(host)
-            attrs = {k: v for k, v in template.parse(host.template) if isinstance(v, str)}
+            attrs = template.strings(host.template)
             doc = documents.to_string(documents.host_xml(host)).encode()
             return host.name, host.im_mad, attrs, doc, host.template, first
 
@@ -320,7 +320,7 @@ class Monitor:
             doc = documents.to_string(documents.vm_xml(
                 vm, history=history, uname=user.name if user else "",
                 gname=group.name if group else "")).encode()
-            attrs = {k: v for k, v in template.parse(host.template) if isinstance(v, str)}
+            attrs = template.strings(host.template)
             vmm = history[-1].vmm_mad if history else host.vmm_mad
             seq = history[-1].seq if history else -1
             return host.name, attrs, vmm, vm.deploy_id or f"one-{vm_id}", doc, seq

@@ -233,6 +233,12 @@ def dumps(t: Template) -> str:
     return t.dumps()
 
 
+def strings(text: str) -> dict[str, str]:
+    """The single-valued attributes of a template's text by name (vectors left out): what
+    drivers and expressions read of a host."""
+    return {name: value for name, value in parse(text) if isinstance(value, str)}
+
+
 def parse(text: str) -> Template:
     """Parse the attribute language, or the XML form when the text starts with ``<``."""
     start = _skip(_GAPS, text, 1 if text.startswith("\ufeff") else 0)

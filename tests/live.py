@@ -18,6 +18,17 @@ ROOT = Path(__file__).resolve().parent.parent
 # DEFAULT_DS_MAD = dummy: the suite registers images with made-up paths, used in place
 # (tests/e2e/test_datastores.py asks for the fs driver). LOCALHOST_VMM = dummy: localhost
 # pretends (tests/e2e/test_localhost.py lets `auto` choose qemu)
+# the seed's fault-tolerance hook, as its slides print it (`HOST HOOK` with a space, `\$HID`)
+SEED_HOST_HOOK = """
+HOST HOOK = [
+name	=	"error",
+on	=	"ERROR",
+command	=	"host_error.rb",
+arguments	=	"\\$HID -r n",
+remote	=	no]
+"""
+
+
 FAST_CONF = """
 DEFAULT_DS_MAD = dummy
 LOCALHOST_VMM = dummy

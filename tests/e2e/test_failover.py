@@ -22,17 +22,10 @@ import pytest
 from drivers.lab import Lab
 from tests.e2e.labcloud import MONITORING_DEFAULTS, Cloud, qemu_cloud, wait_until
 from tests.guest import guest_os
+from tests.live import SEED_HOST_HOOK
 
 pytestmark = pytest.mark.slow
 BOOT = 120.0
-SEED_HOST_HOOK = """
-HOST HOOK = [
-name	=	"error",
-on	=	"ERROR",
-command	=	"host_error.rb",
-arguments	=	"\\$HID -r n",
-remote	=	no]
-"""
 
 
 @pytest.fixture(scope="module")

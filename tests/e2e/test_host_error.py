@@ -14,18 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.live import FAST_CONF, LiveNubo, call, wait_until
+from tests.live import FAST_CONF, SEED_HOST_HOOK, LiveNubo, call, wait_until
 
 pytestmark = pytest.mark.slow
 
-SEED_HOST_HOOK = """
-HOST HOOK = [
-name	=	"error",
-on	=	"ERROR",
-command	=	"host_error.rb",
-arguments	=	"\\$HID -r n",
-remote	=	no]
-"""
 FENCE = """#!/bin/sh
 # fence <host> <id>: what a real one would do is power the host off
 echo "$1 $2" >> "$(dirname "$0")/fenced.txt"
