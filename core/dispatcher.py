@@ -265,7 +265,8 @@ class Dispatcher:
             message = None if ok else f"{job.step.value} failed: {error}"
             settle(s, vm, job.step, ok, error)
             hotplug = vm.state == VmState.ACTIVE and vm.lcm_state == LcmState.HOTPLUG
-            moves = job.step is not Step.RECLAIM and (job.step not in DISK_STEPS or hotplug)
+            moves = (job.step not in (Step.RECLAIM, Step.UPDATE_SG)
+                     and (job.step not in DISK_STEPS or hotplug))
             try:
                 if moves:  # a stopped VM's disks, a reclaim: no transition
                     apply(s, vm, step_event(job.step, ok), message=message)
@@ -307,6 +308,8 @@ class Dispatcher:
             return await self.tm_lines(job, sink, transfers.migrate_lines(job))
         if step is Step.MIGRATE:
             return await self._live_migrate(job, sink)
+        if step is Step.UPDATE_SG:
+            return await self._update_sg(job, sink)
         if step in SOURCE_STEPS:
             return await self._vmm(job.at_source(), sink)
         return await self._vmm(job, sink)
@@ -421,13 +424,44 @@ class Dispatcher:
             return False, deleted.error, None
         return True, "", None
 
+    async def _update_sg(self, job: Job, sink: LogSink) -> tuple[bool, str, None]:
+        """The network driver's `update_sg` on a running VM's host: its filtering again,
+        from the current document (a security group rule or its Elastic IP changed)."""
+        ok, error = await self._vnm(job, "update_sg", sink, job.vm.deploy_id or f"one-{job.vm.id}")
+        if not ok:
+            sink("E", f"network driver update_sg failed: {error}; the VM keeps its "
+                      "earlier rules")
+        return ok, error, None
+
     async def _live_migrate(self, job: Job, sink: LogSink) -> tuple[bool, str, None]:
+        """The network driver's pre on the target, then the move, then its post on the
+        target and clean on the source; a failed move cleans the target instead."""
+        assert job.history is not None
+        source = job.at_source()
+        ok, error = await self._vnm(job, "pre", sink)  # idempotent, also after a crash
+        if not ok:
+            return False, f"network driver pre: {error}", None
+        ok, error, _ = await self._live_send(job, source, sink)
+        if not ok:
+            cleaned, why = await self._vnm(job, "clean", sink)
+            if not cleaned:
+                sink("E", f"network driver clean on {job.hostname} failed (ignored): {why}")
+            return False, error, None
+        deploy_id = job.vm.deploy_id or f"one-{job.vm.id}"
+        posted, why = await self._vnm(job, "post", sink, deploy_id)
+        if not posted:  # the guest runs on the target without its rules: say so loudly
+            sink("E", f"network driver post on {job.hostname} failed: {why}")
+        cleaned, why = await self._vnm(source, "clean", sink)
+        if not cleaned:
+            sink("E", f"network driver clean on {source.hostname} failed (ignored): {why}")
+        return True, "", None
+
+    async def _live_send(self, job: Job, source: Job, sink: LogSink) -> tuple[bool, str, None]:
         """The target gets ready to receive (drivers with `migrate_receive`: it prints the
         PORT it listens on), then the source sends: `migrate <deploy_id> <target> <host>`
         with the target's URI as MIGR_URI in the document. A failed send cancels the
         waiting receiver; the guest stays on the source."""
         assert job.history is not None and job.host is not None
-        source = job.at_source()
         target, driver = job.hostname, job.history.vmm_mad
         runner, source_runner = self.host_runner(job), self.host_runner(source)
         vmid, deploy_id = str(job.vm.id), job.vm.deploy_id or f"one-{job.vm.id}"
@@ -518,7 +552,8 @@ class Dispatcher:
         if not driver or not self.drivers.has_action("vnm", driver, action):
             return True, ""
         runner = self.host_runner(job, "vnm")
-        args = [base64.b64encode(job.doc).decode()] + ([deploy_id] if action == "post" else [])
+        with_id = action in ("post", "update_sg")
+        args = [base64.b64encode(job.doc).decode()] + ([deploy_id] if with_id else [])
         result = await runner.run("vnm", driver, action, args, stdin=job.doc,
                                   timeout=self.cloud.config.driver_timeout, log=sink)
         return result.ok, result.error

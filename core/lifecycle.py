@@ -123,6 +123,7 @@ class Step(StrEnum):
     PROLOG_MIGRATE = "prolog_migrate"  # TM: mv the VM dir from the source to the target host
     MIGRATE = "migrate"  # VMM live migration: the target receives, the source sends
     RECLAIM = "reclaim"  # VMM cancel, TM delete on a host back from ERROR: what the VM left
+    UPDATE_SG = "update_sg"  # VNM update_sg: a running VM's filtering changed (core.service.refilter)
 
 
 class Event(StrEnum):
@@ -300,6 +301,7 @@ STEP_LCM: dict[Step, LcmState | None] = {
     Step.PROLOG_MIGRATE: L.PROLOG_MIGRATE,
     Step.MIGRATE: L.MIGRATE,
     Step.RECLAIM: None,  # whatever the VM does now: it is about a placement it left
+    Step.UPDATE_SG: L.RUNNING,
 }
 # The steps that act on the host a VM is leaving (the placement before the last one)
 SOURCE_STEPS = frozenset({Step.SAVE_MIGRATE, Step.MIGRATE})
