@@ -30,8 +30,9 @@ HELD = -1
 SIZES = {"A": 1 << 24, "B": 1 << 16, "C": 256}
 MAX_RANGE = 1 << 24
 # attributes of the network a NIC carries along (for the network drivers)
-NIC_COPIES = ("BRIDGE", "PHYDEV", "VLAN", "VLAN_ID", "WHITE_PORTS_TCP", "WHITE_PORTS_UDP",
-              "BLACK_PORTS_TCP", "BLACK_PORTS_UDP", "ICMP", "NETWORK_MASK", "GATEWAY", "DNS")
+NIC_COPIES = ("BRIDGE", "PHYDEV", "VLAN", "VLAN_ID", "VLAN_TAGGED_ID", "VXLAN_MC",
+              "WHITE_PORTS_TCP", "WHITE_PORTS_UDP", "BLACK_PORTS_TCP", "BLACK_PORTS_UDP", "ICMP",
+              "NETWORK_MASK", "GATEWAY", "DNS")
 
 
 def mac_of(ip: str) -> str:

@@ -25,10 +25,30 @@ class Nic:
     attributes: dict[str, str]
 
 
+def tagged(nic: Nic) -> bool:
+    """Whether a VLAN driver (802.1Q, ovswitch, vxlan) acts on this NIC: VLAN = YES, which
+    the core sets when the network has a PHYDEV or VLAN = YES."""
+    return nic.attributes.get("VLAN", "").upper() == "YES"
+
+
+def vlan_id(nic: Nic, highest: int = 4094) -> int:
+    """The NIC's VLAN id (the VXLAN VNI for vxlan, up to 16777215): VLAN_ID, else 2 + its
+    network's id."""
+    text = nic.attributes.get("VLAN_ID", "").strip()
+    if not text:
+        if not nic.network_id.isdigit():
+            fail(f"NIC {nic.nic_id} has VLAN = YES but neither VLAN_ID nor NETWORK_ID")
+        return 2 + int(nic.network_id)
+    if not text.isdigit() or not 1 <= int(text) <= highest:
+        fail(f"NIC {nic.nic_id}: VLAN_ID = {text!r} is not an id from 1 to {highest}")
+    return int(text)
+
+
 def vm_nics(action: str) -> tuple[str, list[Nic]]:
     """(VM id, its NICs) from this action's first argument."""
     if len(sys.argv) < 2:
-        fail(f"usage: {action} <base64 VM XML>" + (" <deploy id>" if action == "post" else ""))
+        with_id = action in ("post", "update_sg")
+        fail(f"usage: {action} <base64 VM XML>" + (" <deploy id>" if with_id else ""))
     try:
         doc = ET.fromstring(base64.b64decode(sys.argv[1], validate=True))
     except (binascii.Error, ET.ParseError) as exc:
