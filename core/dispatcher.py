@@ -38,6 +38,7 @@ from core.lifecycle import (
     step_is_due,
 )
 from core.models import VM, Datastore, Group, History, Host, Image, LogEntry, Operation, User, now
+from core.service import sgrules
 from core.service.context import DISPATCHER, SCHEDULER, Cloud, vm_log
 from core.service.disks import settle
 from core.service.transitions import apply
@@ -219,8 +220,9 @@ class Dispatcher:
             uname, gname = user.name if user else "", group.name if group else ""
             # the document as of the placement the step acts on (the last, but for RECLAIM)
             placed = [h for h in histories if history is None or h.seq <= history.seq]
-            doc = documents.to_string(
-                documents.vm_xml(vm, history=placed, uname=uname, gname=gname)).encode()
+            element = documents.vm_xml(vm, history=placed, uname=uname, gname=gname)
+            documents.add_vectors(element, "SECURITY_GROUP_RULE", sgrules.document_rules(s, vm))
+            doc = documents.to_string(element).encode()
             earlier = [h for h in histories if history is not None and h.seq < history.seq]
             source = earlier[-1] if earlier else None
             source_doc = b""

@@ -24,7 +24,7 @@ import gc
 import ipaddress
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from core import template
 from core.errors import InvalidRequest
@@ -88,6 +88,17 @@ def vm_xml(vm: VM, *, history: Sequence[History], uname: str, gname: str) -> ET.
     for h in sorted(history, key=_seq):
         records.append(_history(h, vm))
     return root
+
+
+def add_vectors(doc: ET.Element, name: str, vectors: Iterable[Mapping[str, str]]) -> None:
+    """Vectors the core adds to a document's TEMPLATE for the drivers (not stored)."""
+    parent = doc.find("TEMPLATE")
+    if parent is None:
+        parent = ET.SubElement(doc, "TEMPLATE")
+    for vector in vectors:
+        element = ET.SubElement(parent, name)
+        for key, value in vector.items():
+            ET.SubElement(element, key).text = value
 
 
 def host_xml(host: Host, *, vms: Sequence[int] = ()) -> ET.Element:

@@ -36,8 +36,8 @@ from core.models import (
 )
 from core.service import disks as disks_service
 from core.service import images as image_service
+from core.service import sgrules, tokens, vnets
 from core.service import templates as template_service
-from core.service import tokens, vnets
 from core.service.access import ALL, fetch, id_range, restrict
 from core.service.context import DISPATCHER, SCHEDULER, Caller, Cloud, vm_log
 from core.service.identity import names
@@ -192,6 +192,7 @@ def _create_one(s: Session, caller: Caller, base: template.Template, *, hold: bo
         vm.name = f"one-{vm.id}"
         tmpl.set("NAME", vm.name)
     tmpl.set("VMID", str(vm.id))
+    sgrules.check(s, caller, tmpl)
     vnets.lease_nics(s, caller, tmpl, vm.id)
     vm.template = tmpl.dumps()
     for image in used:

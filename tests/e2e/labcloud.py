@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,6 +21,10 @@ from tests.strict import missing
 # vmm/remote-dummy and im/remote-dummy.d: the packaged dummy drivers copied without their
 # LOCAL marker (write_remote_dummy), so every action runs on the host over SSH
 REMOTE_DUMMY = "remote-dummy"
+
+
+def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, check=check)  # noqa: S603
 
 
 @dataclass
@@ -54,16 +59,53 @@ class Cloud:
         except FileNotFoundError:
             return ""
 
+    def endpoint(self, bridge: str, name: str, address: str, *, mac: str = "",
+                 host: str = "h1") -> str:
+        """A veth endpoint standing where a VM would: namespace `<lab prefix>-<name>` (so
+        Lab.destroy() removes it whatever happens) whose eth0 has `address` (ip/len) and
+        `mac`, its peer `<name>` a port of `bridge` on `host` (the bridge is made if
+        missing). Returns the namespace."""
+        netns, ns = self.lab.host(host).netns, f"{self.lab.prefix}-{name}"
+        if run("ip", "-n", netns, "link", "show", bridge, check=False).returncode:
+            run("ip", "-n", netns, "link", "add", bridge, "type", "bridge")
+            run("ip", "-n", netns, "link", "set", bridge, "up")
+        run("ip", "netns", "add", ns)
+        run("ip", "-n", netns, "link", "add", name, "type", "veth", "peer", "name", "eth0",
+            "netns", ns)
+        run("ip", "-n", netns, "link", "set", name, "master", bridge, "up")
+        if mac:
+            run("ip", "-n", ns, "link", "set", "eth0", "address", mac)
+        run("ip", "-n", ns, "link", "set", "eth0", "up")
+        run("ip", "-n", ns, "addr", "add", address, "dev", "eth0")
+        return ns
+
+    def at_endpoint(self, name: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        """A command inside endpoint `name`'s namespace; never raises on its exit status."""
+        return run("ip", "netns", "exec", f"{self.lab.prefix}-{name}", *argv, check=False)
+
+    def web(self, name: str, address: str) -> str:
+        """What port 80 of `address` answers endpoint `name` ("" when nothing does)."""
+        return self.at_endpoint(name, "curl", "-s", "--max-time", "4",
+                                f"http://{address}/").stdout.strip()
+
+    def ping(self, name: str, address: str) -> bool:
+        return self.at_endpoint(name, "ping", "-c", "1", "-W", "3", address).returncode == 0
+
+    def in_host(self, *argv: str, host: str = "h1") -> str:
+        """A command's output inside a lab host's namespace (iptables -S, ebtables -L)."""
+        return run("ip", "netns", "exec", self.lab.host(host).netns, *argv).stdout
+
     def guest_on(self, network: str, name: str, os_vector: str, *, bridge: str, ip: str,
-                 mask: str = "255.255.255.0", filters: str = "") -> int:
+                 mask: str = "255.255.255.0", filters: str = "", extra: str = "") -> int:
         """A new FIXED network with one lease, and a test guest with a NIC on it that takes
-        the address from its context; returns the VM id."""
+        the address from its context (`extra`: more of the VM's template); returns the VM
+        id."""
         net = self.call("one.vn.allocate", f'NAME = "{network}"\nTYPE = FIXED\n'
                         f'BRIDGE = "{bridge}"\nLEASES = [ IP = "{ip}" ]\n' + filters, -1)
         return int(self.call(
             "one.vm.allocate", f'NAME = "{name}"\nCPU = "0.1"\nMEMORY = "96"\n' + os_vector
             + f'NIC = [ NETWORK_ID = "{net}" ]\nCONTEXT = [ HOSTNAME = "$NAME", '
-            f'ETH0_IP = "$NIC[IP]", ETH0_MASK = "{mask}" ]\n'))
+            f'ETH0_IP = "$NIC[IP]", ETH0_MASK = "{mask}" ]\n' + extra))
 
     def qemu_hosts(self, vm_id: int) -> list[str]:
         """The lab hosts where a qemu process of VM `vm_id` runs, found from the processes

@@ -6,7 +6,6 @@ ping and `iptables -S` inside the lab's namespaces, never from Nubo."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -26,41 +25,15 @@ NETWORKS = {
 }
 
 
-def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, capture_output=True, text=True, check=check)  # noqa: S603
-
-
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     with qemu_cloud(tmp_path_factory, "fw", 1, vnm="fw") as made:
-        host, ns = made.lab.host("h1").netns, f"{made.lab.prefix}-ep"
-        run("ip", "-n", host, "link", "add", BRIDGE, "type", "bridge")
-        run("ip", "-n", host, "link", "set", BRIDGE, "up")
-        run("ip", "netns", "add", ns)  # removed with the lab (its prefix)
-        run("ip", "-n", host, "link", "add", "ep", "type", "veth", "peer", "name", "eth0",
-            "netns", ns)
-        run("ip", "-n", host, "link", "set", "ep", "master", BRIDGE, "up")
-        run("ip", "-n", ns, "link", "set", "eth0", "up")
-        run("ip", "-n", ns, "addr", "add", f"{ENDPOINT_IP}/16", "dev", "eth0")
+        made.endpoint(BRIDGE, "ep", f"{ENDPOINT_IP}/16")
         yield made
 
 
-def from_endpoint(cloud: Cloud, *argv: str) -> subprocess.CompletedProcess[str]:
-    return run("ip", "netns", "exec", f"{cloud.lab.prefix}-ep", *argv, check=False)
-
-
-def web(cloud: Cloud, address: str) -> bool:
-    return "hello from" in from_endpoint(cloud, "curl", "-s", "--max-time", "4",
-                                         f"http://{address}/").stdout
-
-
-def ping(cloud: Cloud, address: str) -> bool:
-    return from_endpoint(cloud, "ping", "-c", "1", "-W", "3", address).returncode == 0
-
-
 def chains(cloud: Cloud) -> list[str]:
-    listing = run("ip", "netns", "exec", cloud.lab.host("h1").netns, "iptables", "-S").stdout
-    return [line for line in listing.splitlines() if "one-" in line]
+    return [line for line in cloud.in_host("iptables", "-S").splitlines() if "one-" in line]
 
 
 def test_white_and_black_ports_and_icmp(cloud: Cloud,
@@ -77,9 +50,10 @@ def test_white_and_black_ports_and_icmp(cloud: Cloud,
         assert any(f"--physdev-out one-{vm_id}-0 " in line for line in found), found
 
     web_ip, noweb_ip, mail_ip = (NETWORKS[n][1] for n in ("web", "noweb", "mail"))
-    assert web(cloud, web_ip) and not ping(cloud, web_ip)  # white 80, ICMP dropped
-    assert not web(cloud, noweb_ip) and ping(cloud, noweb_ip)  # black 80
-    assert not web(cloud, mail_ip) and ping(cloud, mail_ip)  # 80 is not on its white list
+    assert "hello from" in cloud.web("ep", web_ip)  # white 80...
+    assert not cloud.ping("ep", web_ip)  # ...and ICMP dropped
+    assert cloud.web("ep", noweb_ip) == "" and cloud.ping("ep", noweb_ip)  # black 80
+    assert cloud.web("ep", mail_ip) == "" and cloud.ping("ep", mail_ip)  # 80 not on its white list
 
     for vm_id in guests.values():
         cloud.call("one.vm.action", "cancel", vm_id)

@@ -23,6 +23,10 @@ class Nic:
     network_id: str
     bridge: str
     attributes: dict[str, str]
+    # the VM's security groups (core/service/sgrules.py): whether it is in any, and the
+    # SECURITY_GROUP_RULE vectors of its document; they apply to each of its NICs
+    grouped: bool = False
+    rules: tuple[dict[str, str], ...] = ()
 
 
 def tagged(nic: Nic) -> bool:
@@ -54,11 +58,14 @@ def vm_nics(action: str) -> tuple[str, list[Nic]]:
     except (binascii.Error, ET.ParseError) as exc:
         fail(f"{action}: the VM document does not decode: {exc}")
     vm_id = doc.findtext("ID") or ""
+    grouped = bool((doc.findtext("TEMPLATE/SECURITY_GROUPS") or "").strip())
+    rules = tuple({child.tag: child.text or "" for child in element}
+                  for element in doc.findall("TEMPLATE/SECURITY_GROUP_RULE"))
     nics = []
     for element in doc.findall("TEMPLATE/NIC"):
         attrs = {child.tag: child.text or "" for child in element}
         nic_id = attrs.get("NIC_ID", "0")
         nics.append(Nic(nic_id, tap_name(vm_id, nic_id), attrs.get("MAC", ""),
                         attrs.get("IP", ""), attrs.get("NETWORK_ID", ""),
-                        attrs.get("BRIDGE", ""), attrs))
+                        attrs.get("BRIDGE", ""), attrs, grouped, rules))
     return vm_id, nics
