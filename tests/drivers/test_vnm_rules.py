@@ -63,3 +63,56 @@ def test_the_vm_document_gives_each_nic_its_tap(monkeypatch: pytest.MonkeyPatch,
     with pytest.raises(SystemExit):
         vnm_common.vm_nics("clean")
     assert "clean: the VM document does not decode" in capsys.readouterr().err
+
+
+def grouped(*rules: dict[str, str]) -> vnm_common.Nic:
+    return vnm_common.Nic("1", "one-7-1", "02:00:0a:00:01:05", "10.0.1.5", "3", "br0", {},
+                          True, rules)
+
+
+def test_security_group_rules_return_what_they_allow_and_drop_the_rest() -> None:
+    vm = grouped(
+        {"RULE_TYPE": "inbound", "PROTOCOL": "TCP", "RANGE": "80:80", "NETWORK": "10.0.0.0/8"},
+        {"RULE_TYPE": "inbound", "PROTOCOL": "ICMP", "ICMP_TYPE": "8", "NETWORK": "0.0.0.0/0"},
+        {"RULE_TYPE": "inbound", "PROTOCOL": "UDP", "RANGE": "0:65535", "NETWORK": "1.2.3.4/32"},
+        {"RULE_TYPE": "inbound", "PROTOCOL": "ALL", "NETWORK": "::/0"},  # not iptables'
+        {"RULE_TYPE": "inbound", "PROTOCOL": "50", "NETWORK": "0.0.0.0/0"},
+        {"RULE_TYPE": "outbound", "PROTOCOL": "ALL", "NETWORK": "0.0.0.0/0"})
+    established = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"]
+    assert fw_rules.group_rules(vm, "inbound") == [
+        established,
+        ["-s", "10.0.0.0/8", "-p", "tcp", "--dport", "80:80", "-j", "RETURN"],
+        ["-p", "icmp", "--icmp-type", "8", "-j", "RETURN"],
+        ["-s", "1.2.3.4/32", "-p", "udp", "-j", "RETURN"],
+        ["-p", "50", "-j", "RETURN"],
+        ["-j", "DROP"]]
+    assert fw_rules.group_rules(vm, "outbound") == [established, ["-j", "RETURN"],
+                                                    ["-j", "DROP"]]
+    # the group chains are inserted last, so they come first in FORWARD
+    jumps = [j for j, _ in fw_rules.wanted("7", [grouped()])]
+    assert [j[-3:] for j in jumps] == [["one-7-1", "-j", "one-7-1-o"],
+                                       ["one-7-1", "-j", "one-7-1-i"]]
+    assert jumps[0][4] == "--physdev-in" and jumps[1][4] == "--physdev-out"
+    assert fw_rules.group_rules(grouped(), "inbound") == [established, ["-j", "DROP"]]
+
+
+def test_security_group_rules_that_are_not_rules_are_refused(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in ({"PROTOCOL": "TCP", "RANGE": "80; reboot"}, {"PROTOCOL": "GRE"},
+                {"PROTOCOL": "ALL", "NETWORK": "10.0.0.0/33"},
+                {"PROTOCOL": "ICMP", "ICMP_TYPE": "echo"}):
+        with pytest.raises(SystemExit):
+            fw_rules.group_rules(grouped({"RULE_TYPE": "inbound", **bad}), "inbound")
+    assert "fw: security group rule" in capsys.readouterr().err
+
+
+def test_the_vm_document_gives_each_nic_the_vms_group_rules(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    doc = ("<VM><ID>9</ID><TEMPLATE><SECURITY_GROUPS>4</SECURITY_GROUPS>"
+           "<NIC><NIC_ID>0</NIC_ID><IP>10.0.0.2</IP></NIC><NIC><NIC_ID>1</NIC_ID></NIC>"
+           "<SECURITY_GROUP_RULE><RULE_TYPE>inbound</RULE_TYPE><PROTOCOL>ALL</PROTOCOL>"
+           "</SECURITY_GROUP_RULE></TEMPLATE></VM>")
+    monkeypatch.setattr(sys, "argv", ["update_sg", base64.b64encode(doc.encode()).decode(), "x"])
+    vm_id, nics = vnm_common.vm_nics("update_sg")
+    assert vm_id == "9" and all(n.grouped for n in nics)
+    assert [n.rules for n in nics] == [({"RULE_TYPE": "inbound", "PROTOCOL": "ALL"},)] * 2
