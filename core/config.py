@@ -85,7 +85,8 @@ class Config:
     instance_types: tuple[InstanceType, ...] = DEFAULT_INSTANCE_TYPES
     default_instance_type: str = "m1.small"
     terminated_visible: float = 3600.0  # seconds a finished VM stays in EC2 listings
-    ec2_address_pool: str = "198.51.100.0/24"  # CIDR the Elastic IPs come from
+    ec2_public_network: str = ""  # vnet (name or id) whose leases are the Elastic IPs
+    ec2_default_network: str = ""  # vnet (name or id) of instances launched without a subnet
     hooks: tuple[Spec, ...] = ()  # VM_HOOK and HOST_HOOK (core.hooks)
     hook_concurrency: int = 8  # hook commands run at once
     hook_timeout: float = 60.0  # seconds before a hook command is stopped
@@ -152,7 +153,8 @@ _KEYS: dict[str, tuple[str, type]] = {
     "EC2_PATH": ("ec2_path", str),
     "EC2_RATE": ("ec2_rate", float),
     "EC2_BURST": ("ec2_burst", float),
-    "EC2_ADDRESS_POOL": ("ec2_address_pool", str),
+    "EC2_PUBLIC_NETWORK": ("ec2_public_network", str),
+    "EC2_DEFAULT_NETWORK": ("ec2_default_network", str),
 }
 
 

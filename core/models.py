@@ -340,14 +340,16 @@ class SecurityGroup(SQLModel, table=True):
 
 
 class Address(SQLModel, table=True):
-    """A public IPv4 address a user holds from the pool (EC2's Elastic IPs), and the VM
-    it is associated with; `associations` counts associations (it names the current one)."""
+    """A public IPv4 address a user holds (EC2's Elastic IPs): a lease of the public
+    network `vnet_id` held for it, and the VM it is associated with; `associations`
+    counts associations (it names the current one)."""
 
     __table_args__ = (NO_REUSE,)  # ids are public (eipalloc-...)
     id: int | None = Field(default=None, primary_key=True)
     uid: int = Field(index=True)
     gid: int
     ip: str = Field(unique=True)
+    vnet_id: int | None = Field(default=None, index=True)
     vm_id: int | None = Field(default=None, index=True)
     associations: int = 0
     allocated: int = Field(default_factory=now)

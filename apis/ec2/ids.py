@@ -17,6 +17,9 @@ PREFIXES = {
     "association": ("eipassoc", "InvalidAssociationID"),
     "volume": ("vol", "InvalidVolumeID"),
     "snapshot": ("snap", "InvalidSnapshotID"),
+    "subnet": ("subnet", "InvalidSubnetID"),  # a virtual network
+    "vpc": ("vpc", "InvalidVpcID"),
+    "interface": ("eni", "InvalidNetworkInterfaceID"),  # a NIC: VM id << 8 | NIC_ID
 }
 # where EC2's NotFound code is not the Malformed one's stem
 _NOT_FOUND = {"volume": "InvalidVolume", "snapshot": "InvalidSnapshot"}
@@ -38,5 +41,6 @@ def core(kind: str, text: str) -> int:
 
 def not_found(kind: str, text: str) -> Ec2Error:
     code = _NOT_FOUND.get(kind) or PREFIXES[kind][1]
-    what = {"instance": "instance ID", "image": "image id", "keypair": "key pair"}.get(kind, kind)
+    what = {"instance": "instance ID", "image": "image id", "keypair": "key pair",
+            "subnet": "subnet ID", "vpc": "vpc ID"}.get(kind, kind)
     return Ec2Error(f"{code}.NotFound", f"The {what} '{text}' does not exist")

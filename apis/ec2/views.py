@@ -22,8 +22,8 @@ from core.models import (
 from core.service.vms import VMInfo
 
 ZONE_SUFFIX = "a"
-VPC_ID = "vpc-00000001"
-SUBNET_ID = "subnet-00000001"
+ZONE_ID = "nubo-az1"
+VPC_ID = "vpc-00000001"  # the one VPC: every virtual network is a subnet of it
 
 
 def when(epoch: float) -> datetime:
@@ -42,7 +42,9 @@ def instance(info: VMInfo, *, region: str, launch_index: int,
     code, name = instance_state(vm.state, vm.lcm_state)
     disks = tmpl.vectors("DISK")
     image_id = next((d["IMAGE_ID"] for d in disks if d.get("IMAGE_ID", "").isdigit()), None)
-    nic_ip = next((n.get("IP", "") for n in tmpl.vectors("NIC") if n.get("IP")), "")
+    nics = tmpl.vectors("NIC")
+    nic_ip = next((n.get("IP", "") for n in nics if n.get("IP")), "")
+    public_ip = next((n["PUBLIC_IP"] for n in nics if n.get("PUBLIC_IP")), "")
     host = info.history[-1].hostname if info.history else ""
     item: dict[str, Any] = {
         "InstanceId": ids.public("instance", vm.id),
@@ -70,23 +72,53 @@ def instance(info: VMInfo, *, region: str, launch_index: int,
                            for word in (tmpl.get("SECURITY_GROUPS") or "").split()
                            if word.isdigit()],
         "VpcId": VPC_ID,
-        "SubnetId": SUBNET_ID,
+        "NetworkInterfaces": [] if name == "terminated" else
+        [interface(vm.id, vm.uid, nic, index, when(vm.stime)) for index, nic in enumerate(nics)],
     }
+    if nics and nics[0].get("NETWORK_ID", "").isdigit():
+        item["SubnetId"] = ids.public("subnet", int(nics[0]["NETWORK_ID"]))
     if tmpl.get("KEY_NAME"):
         item["KeyName"] = tmpl.get("KEY_NAME")
     if nic_ip:
         item["PrivateIpAddress"] = nic_ip
+    if public_ip:
+        item["PublicIpAddress"] = public_ip
     if "AWS_" in vm.monitoring:  # it runs in a public cloud: that cloud's addresses
         seen = template.parse(vm.monitoring)
         for key, name in (("PrivateIpAddress", "AWS_PRIVATE_IP"),
                           ("PublicIpAddress", "AWS_PUBLIC_IP"),
                           ("PrivateDnsName", "AWS_PRIVATE_DNS"),
                           ("PublicDnsName", "AWS_PUBLIC_DNS")):
-            if seen.get(name) and (key != "PrivateIpAddress" or not nic_ip):
+            if seen.get(name) and (key != "PrivateIpAddress" or not nic_ip) \
+                    and (key != "PublicIpAddress" or not public_ip):
                 item[key] = seen.get(name)
     if vm.message and name in ("terminated", "stopped", "shutting-down"):
         item["StateReason"] = {"Code": "Server.InternalError" if vm.state == 7 else
                                "Client.UserInitiatedShutdown", "Message": vm.message}
+    return item
+
+
+def interface(vm_id: int, uid: int, nic: Mapping[str, str], index: int,
+              since: datetime) -> dict[str, Any]:
+    """One NIC as an instance's network interface (Groups: see actions.network.annotate)."""
+    nic_id = int(nic["NIC_ID"]) if nic.get("NIC_ID", "").isdigit() else index
+    owner = f"{uid:012d}"
+    item: dict[str, Any] = {
+        "NetworkInterfaceId": ids.public("interface", vm_id << 8 | nic_id),
+        "VpcId": VPC_ID, "Description": "", "OwnerId": owner, "Status": "in-use",
+        "MacAddress": nic.get("MAC", ""), "SourceDestCheck": True, "InterfaceType": "interface",
+        "Groups": [], "Ipv6Addresses": [],
+        "Attachment": {"DeviceIndex": index, "Status": "attached", "AttachTime": since,
+                       "DeleteOnTermination": True}}
+    if nic.get("NETWORK_ID", "").isdigit():
+        item["SubnetId"] = ids.public("subnet", int(nic["NETWORK_ID"]))
+    address: dict[str, Any] = {"Primary": True}
+    if nic.get("IP"):
+        item["PrivateIpAddress"] = address["PrivateIpAddress"] = nic["IP"]
+    if nic.get("PUBLIC_IP"):
+        item["Association"] = address["Association"] = {
+            "PublicIp": nic["PUBLIC_IP"], "IpOwnerId": owner, "PublicDnsName": ""}
+    item["PrivateIpAddresses"] = [address]
     return item
 
 

@@ -1,7 +1,10 @@
 """Security groups: a user's named sets of ingress and egress rules.
 
-Stored and shown only, for now: nothing filters traffic yet. Enforcement comes with the
-network issue, when the VNM drivers read the groups of the VMs they plug in.
+The network drivers enforce them: a VM's document carries its groups' rules
+(core.service.sgrules), read by the driver's `post` when the VM boots. When rules of a
+group change, the running VMs they concern get their filtering re-applied
+(core.service.refilter): the group's members and the members of groups whose rules name
+it as peer.
 
 A VM references its groups by the template attribute SECURITY_GROUPS, a space-separated
 list of group ids; a group is not deleted while a VM that has not ended references it, or
@@ -34,6 +37,7 @@ from core import db, template
 from core.errors import Conflict, InvalidRequest, NotFound
 from core.lifecycle import VmState
 from core.models import VM, SecurityGroup, Tag
+from core.service import refilter
 from core.service.access import ALL, fetch, restrict
 from core.service.context import Caller, Cloud
 
@@ -233,6 +237,20 @@ def _users(s: Session, group_id: int) -> list[int]:
             and group_id in groups_of(vm.template)]
 
 
+def _concerned(s: Session, group: SecurityGroup) -> list[int]:
+    """VMs whose filtering depends on the group's rules: its members, and members of the
+    owner's groups whose rules name it as peer."""
+    assert group.id is not None
+    naming = {other.id for other in s.exec(select(SecurityGroup).where(
+        SecurityGroup.uid == group.uid))
+        if any(r.group == group.id for d in DIRECTIONS for r in rules_of(other, d))}
+    wanted = naming | {group.id}
+    query = select(VM).where(col(VM.state) != VmState.DONE,
+                             col(VM.template).contains(ATTRIBUTE))
+    return [vm.id for vm in s.exec(query) if vm.id is not None
+            and wanted.intersection(groups_of(vm.template))]
+
+
 def delete_group(cloud: Cloud, caller: Caller, *, group_id: int) -> None:
     """Refused (InvalidRequest) for a default group, and (Conflict) while a VM or another
     group's rule references the group."""
@@ -278,6 +296,7 @@ def authorize(cloud: Cloud, caller: Caller, *, group_id: int, direction: Directi
         _check_peers(s, row.uid, rules)
         _store(row, direction, [*current, *rules])
         s.add(row)
+        refilter.request(s, _concerned(s, row), f"security group {group_id}")
     return list(rules)
 
 
@@ -294,6 +313,7 @@ def revoke(cloud: Cloud, caller: Caller, *, group_id: int, direction: Direction,
         gone = set(rules)
         _store(row, direction, [r for r in current if r not in gone])
         s.add(row)
+        refilter.request(s, _concerned(s, row), f"security group {group_id}")
     return [r for r in current if r in gone]
 
 

@@ -9,7 +9,13 @@ MACs follow OpenNebula's convention: 02:00 followed by the four bytes of the IP.
 A VM's NIC = [ NETWORK_ID = n | NETWORK = name, IP = optional ] gets its lease when the
 VM is created (`lease_nics`), in the same transaction, and gives it back when the VM is
 DONE (`release_leases`). The network row is locked while a lease is picked, so two VMs
-never get the same address (on PostgreSQL too).
+never get the same address (on PostgreSQL too). A NIC may use the caller's own networks
+(any, for an admin) and networks whose template says PUBLIC = YES (OpenNebula 3.0's
+published networks), which every user may lease from but only the owner changes.
+
+An Elastic IP (core.service.addresses) is a lease of the public network held for its
+Address row (`hold_for_address`): it shows as held, no NIC gets it, and neither
+`release` nor deleting the network takes it from the address.
 """
 
 from __future__ import annotations
@@ -17,11 +23,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from sqlmodel import Session, col, delete, select
+from sqlmodel import Session, col, delete, select, update
 
 from core import template
-from core.errors import Conflict, InvalidRequest, NotFound
-from core.models import VM, Lease, VNet
+from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from core.models import ADMIN_GROUP_ID, VM, Address, Lease, VNet
 from core.service.access import ALL, fetch, id_range, restrict
 from core.service.context import Caller, Cloud
 
@@ -33,6 +39,18 @@ MAX_RANGE = 1 << 24
 NIC_COPIES = ("BRIDGE", "PHYDEV", "VLAN", "VLAN_ID", "VLAN_TAGGED_ID", "VXLAN_MC",
               "WHITE_PORTS_TCP", "WHITE_PORTS_UDP", "BLACK_PORTS_TCP", "BLACK_PORTS_UDP", "ICMP",
               "NETWORK_MASK", "GATEWAY", "DNS")
+
+
+class LeaseTaken(Conflict):
+    """The address asked for is already used or held."""
+
+
+class NoFreeLease(Conflict):
+    """The network has no free lease left."""
+
+
+class OutsideNetwork(InvalidRequest):
+    """The address asked for is not in the network's range."""
 
 
 def mac_of(ip: str) -> str:
@@ -84,6 +102,16 @@ def address_range(tmpl: template.Template) -> tuple[int, int]:
     if first > last:
         raise InvalidRequest("the network's address range is empty")
     return first, last
+
+
+def is_public(vnet: VNet) -> bool:
+    """A published network: every user may lease from it."""
+    return (template.parse(vnet.template).get("PUBLIC") or "NO").upper() == "YES"
+
+
+def usable(vnet: VNet, caller: Caller) -> bool:
+    """The caller may give its NICs leases of this network."""
+    return caller.owns(vnet.uid) or is_public(vnet)
 
 
 def is_down(vnet: VNet) -> bool:
@@ -154,6 +182,66 @@ def list_vnets(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1
         return [(r, leases.get(r.id or 0, [])) for r in rows]
 
 
+def usable_vnets(cloud: Cloud, caller: Caller) -> list[tuple[VNet, list[Lease]]]:
+    """The networks the caller may lease from (its own, published ones; all for an
+    admin), in id order, with their leases."""
+    with cloud.session() as s:
+        query = select(VNet)
+        if not caller.admin:
+            query = query.where((col(VNet.uid) == caller.uid)
+                                | col(VNet.template).contains("PUBLIC"))
+        rows = [r for r in s.exec(query.order_by(col(VNet.id))) if usable(r, caller)]
+        leases = _leases(s, [r.id for r in rows if r.id is not None])
+        return [(r, leases.get(r.id or 0, [])) for r in rows]
+
+
+def configured(s: Session, ref: str) -> VNet | None:
+    """The network a setting names: an id, or a name among the networks of the oneadmin
+    group (a user's network of that name is not taken for the operator's); None if there
+    is none."""
+    ref = ref.strip()
+    if not ref:
+        return None
+    if ref.isdigit():
+        return s.get(VNet, int(ref))
+    return s.exec(select(VNet).where(VNet.name == ref, VNet.gid == ADMIN_GROUP_ID)
+                  .order_by(col(VNet.id))).first()
+
+
+def configured_id(cloud: Cloud, *, ref: str) -> int | None:
+    """The id of the network a setting names (see `configured`)."""
+    with cloud.session() as s:
+        found = configured(s, ref)
+        return found.id if found is not None else None
+
+
+def block_of(vnet: VNet, leases: Sequence[Lease]) -> ipaddress.IPv4Network | None:
+    """The network's address block: a RANGED network's, a FIXED network's NETWORK_ADDRESS
+    and NETWORK_MASK if it has them, else the smallest block holding its leases."""
+    tmpl = template.parse(vnet.template)
+    if vnet.type == RANGED or tmpl.get("NETWORK_ADDRESS"):
+        try:
+            return network_of(tmpl)
+        except InvalidRequest:
+            return None
+    if not leases:
+        return None
+    numbers = [int(ipaddress.IPv4Address(lease.ip)) for lease in leases]
+    low, high = min(numbers), max(numbers)
+    prefix = 32 - (low ^ high).bit_length()
+    return ipaddress.IPv4Network((low, prefix), strict=False)
+
+
+def free_count(vnet: VNet, leases: Sequence[Lease]) -> int:
+    """How many leases the network can still give."""
+    if vnet.type == FIXED:
+        return sum(1 for lease in leases if lease.vm_id is None)
+    first, last = address_range(template.parse(vnet.template))
+    taken = sum(1 for lease in leases
+                if first <= int(ipaddress.IPv4Address(lease.ip)) <= last)
+    return last - first + 1 - taken
+
+
 def find_vnet(cloud: Cloud, caller: Caller, *, ref: str) -> int:
     if ref.isdigit():
         return int(ref)
@@ -183,6 +271,10 @@ def delete_vnet(cloud: Cloud, caller: Caller, *, vnet_id: int) -> None:
                                           col(Lease.vm_id) > 0)).first()
         if used is not None:
             raise Conflict(f"network {vnet.name} has leases in use (VM {used.vm_id})")
+        held = s.exec(select(Address).where(Address.vnet_id == vnet_id)).first()
+        if held is not None:
+            raise Conflict(f"network {vnet.name} has leases held for Elastic IPs "
+                           f"({held.ip})")
         s.execute(delete(Lease).where(col(Lease.vnet_id) == vnet_id))
         s.delete(vnet)
 
@@ -239,7 +331,33 @@ def hold(cloud: Cloud, caller: Caller, *, vnet_id: int, text: str, on: bool = Tr
             else:
                 if lease is None or lease.vm_id != HELD:
                     raise Conflict(f"lease {ip} is not on hold")
+                if _address_of(s, vnet_id, ip) is not None:
+                    raise Conflict(f"lease {ip} is held for an Elastic IP: release the "
+                                   "address instead")
                 _free(s, vnet, lease)
+
+
+def _address_of(s: Session, vnet_id: int, ip: str) -> Address | None:
+    return s.exec(select(Address).where(Address.vnet_id == vnet_id, Address.ip == ip)).first()
+
+
+def hold_for_address(s: Session, vnet: VNet, ip: str = "") -> Lease:
+    """Hold a free lease of the (locked) network for an Elastic IP: `ip`, or the first
+    free one. LeaseTaken, NoFreeLease, or InvalidRequest/NotFound for an address the
+    network does not have."""
+    lease = _pick(s, vnet, ip)
+    lease.vm_id = HELD
+    s.add(lease)
+    return lease
+
+
+def free_for_address(s: Session, vnet_id: int, ip: str) -> None:
+    """The lease an Elastic IP held goes back to its network."""
+    vnet = s.get(VNet, vnet_id, with_for_update=True)
+    lease = s.exec(select(Lease).where(Lease.vnet_id == vnet_id, Lease.ip == ip,
+                                       Lease.vm_id == HELD)).first()
+    if vnet is not None and lease is not None:
+        _free(s, vnet, lease)
 
 
 def _in_range(vnet: VNet, tmpl: template.Template, ip: str) -> None:
@@ -247,7 +365,7 @@ def _in_range(vnet: VNet, tmpl: template.Template, ip: str) -> None:
         raise NotFound("lease", f"{ip} in network {vnet.name}")
     first, last = address_range(tmpl)
     if not first <= int(ipaddress.IPv4Address(ip)) <= last:
-        raise InvalidRequest(f"{ip} is outside network {vnet.name}'s range")
+        raise OutsideNetwork(f"{ip} is outside network {vnet.name}'s range")
 
 
 def _free(s: Session, vnet: VNet, lease: Lease) -> None:
@@ -269,10 +387,16 @@ def lease_nics(s: Session, caller: Caller, tmpl: template.Template, vm_id: int) 
 def lease_nic(s: Session, caller: Caller, nic: dict[str, str], vm_id: int, nic_id: int) -> None:
     """One NIC's lease (NETWORK_ID or NETWORK, optional IP) and the network's attributes."""
     if nic.get("NETWORK_ID", "").isdigit():
-        vnet = fetch(s, VNet, int(nic["NETWORK_ID"]), caller, "virtual network", lock=True)
+        vnet = s.get(VNet, int(nic["NETWORK_ID"]), with_for_update=True)
+        if vnet is None:
+            raise NotFound("virtual network", nic["NETWORK_ID"])
+        if not usable(vnet, caller):
+            raise Forbidden(f"user {caller.name} is not authorized to use virtual network "
+                            f"{vnet.id}")
     elif nic.get("NETWORK"):
-        found = s.exec(restrict(select(VNet).where(VNet.name == nic["NETWORK"]), VNet, caller)
-                       .order_by(col(VNet.id))).first()
+        named = select(VNet).where(VNet.name == nic["NETWORK"]).order_by(col(VNet.id))
+        found = next((v for v in s.exec(named) if caller.owns(v.uid)), None) or next(
+            (v for v in s.exec(named) if is_public(v)), None)  # own before published
         if found is None:
             raise NotFound("virtual network", nic["NETWORK"])
         vnet = s.get(VNet, found.id, with_for_update=True) or found
@@ -310,7 +434,7 @@ def _pick(s: Session, vnet: VNet, wanted: str) -> Lease:
         ip = str(_ip(wanted, "NIC IP"))
         lease = rows.get(ip)
         if lease is not None and lease.vm_id is not None:
-            raise Conflict(f"{ip} of network {vnet.name} is already in use")
+            raise LeaseTaken(f"{ip} of network {vnet.name} is already in use")
         if lease is None:
             _in_range(vnet, template.parse(vnet.template), ip)
             lease = Lease(vnet_id=vnet.id, ip=ip, mac=mac_of(ip))
@@ -326,12 +450,28 @@ def _pick(s: Session, vnet: VNet, wanted: str) -> Lease:
             if number not in taken:
                 ip = str(ipaddress.IPv4Address(number))
                 return Lease(vnet_id=vnet.id, ip=ip, mac=mac_of(ip))
-    raise Conflict(f"network {vnet.name} has no free lease left")
+    raise NoFreeLease(f"network {vnet.name} has no free lease left")
 
 
 def release_leases(s: Session, vm: VM) -> None:
-    """A VM that is DONE gives its leases back."""
+    """A VM that is DONE gives its leases back, and the Elastic IP associated with it
+    leaves it (the address stays its owner's)."""
     for lease in s.exec(select(Lease).where(Lease.vm_id == vm.id)):
         vnet = s.get(VNet, lease.vnet_id)
         if vnet is not None:
             _free(s, vnet, lease)
+    s.execute(update(Address).where(col(Address.vm_id) == vm.id).values(vm_id=None))
+    vm.template = set_public_ip(vm.template, "")
+
+
+def set_public_ip(vm_template: str, ip: str) -> str:
+    """The VM template with PUBLIC_IP = `ip` on its first NIC (none anywhere for "")."""
+    tmpl = template.parse(vm_template)
+    found = tmpl.vectors("NIC")
+    if not any("PUBLIC_IP" in nic for nic in found) and not ip:
+        return vm_template
+    for index, nic in enumerate(found):
+        nic.pop("PUBLIC_IP", None)
+        if ip and index == 0:
+            nic["PUBLIC_IP"] = ip
+    return tmpl.dumps()

@@ -1,4 +1,5 @@
-"""Security groups and public addresses in the core, on SQLite and PostgreSQL."""
+"""Security groups and public addresses (leases of the public network) in the core, on
+SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -7,28 +8,65 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from sqlmodel import col, select, update
 
+from core import template
 from core.errors import (
-    CapacityExceeded,
     Conflict,
     Forbidden,
     InvalidRequest,
     InvalidState,
     NotFound,
 )
-from core.models import SecurityGroup
-from core.service import addresses, secgroups, tags, vms
+from core.lifecycle import LcmState, VmState
+from core.models import VM, Operation, SecurityGroup
+from core.service import addresses, secgroups, tags, vms, vnets
 from core.service.access import MINE
 from core.service.context import Caller, Cloud
 from core.service.secgroups import Rule, rule
 from tests.core.clouds import ADMIN, VM_TEXT, make_cloud, user
 
+# the Elastic IPs' network (six addresses), and a network every user may lease from
+PUBLIC = "NAME = public\nNETWORK_ADDRESS = 192.0.2.0/29\n"
+LAN = "NAME = lan\nNETWORK_ADDRESS = 10.1.0.0/24\nPUBLIC = YES\n"
+NIC_VM = VM_TEXT + "NIC = [ NETWORK = lan ]\n"
+
 
 @pytest.fixture
 def cloud(db_url: str, tmp_path: Path) -> Iterator[Cloud]:
-    c = make_cloud(db_url, tmp_path, ec2_address_pool="192.0.2.0/29")
+    c = make_cloud(db_url, tmp_path, ec2_public_network="public")
+    vnets.create_vnet(c, ADMIN, text=PUBLIC)
+    vnets.create_vnet(c, ADMIN, text=LAN)
     yield c
     c.engine.dispose()
+
+
+def held(cloud: Cloud) -> list[str]:
+    """The public network's leases on hold."""
+    _, leases = vnets.get_vnet(cloud, ADMIN, vnet_id=vnets.find_vnet(cloud, ADMIN, ref="public"))
+    return [lease.ip for lease in leases if lease.vm_id == vnets.HELD]
+
+
+def public_ips(cloud: Cloud, vm_id: int) -> list[str]:
+    """PUBLIC_IP of each NIC of the VM ("" for none)."""
+    vm = vms.get_vm(cloud, ADMIN, vm_id=vm_id).vm
+    return [nic.get("PUBLIC_IP", "") for nic in template.parse(vm.template).vectors("NIC")]
+
+
+def run(cloud: Cloud, vm_id: int) -> None:
+    """Pretend the VM is running on a host."""
+    with cloud.session() as s:
+        vm = s.get(VM, vm_id)
+        assert vm is not None
+        vm.state, vm.lcm_state = int(VmState.ACTIVE), int(LcmState.RUNNING)
+        s.add(vm)
+
+
+def refilters(cloud: Cloud) -> list[int]:
+    """VMs with an update_sg queued, in id order."""
+    with cloud.session() as s:
+        return sorted(s.exec(select(Operation.vm_id).where(
+            Operation.step == "update_sg", col(Operation.status) == "pending")).all())
 
 
 def gid(row: SecurityGroup) -> int:
@@ -166,65 +204,105 @@ def test_users_see_only_their_own_groups(cloud: Cloud) -> None:
     assert len(secgroups.list_groups(cloud, ADMIN, flag=MINE)) == 1
 
 
-def test_addresses_allocate_associate_release(cloud: Cloud) -> None:
+def test_addresses_are_held_leases_of_the_public_network(cloud: Cloud) -> None:
     alice = user(cloud, "alice")
     first = addresses.allocate(cloud, alice)
     second = addresses.allocate(cloud, alice)
     assert (first.ip, second.ip) == ("192.0.2.1", "192.0.2.2")
-    web, db_vm = vms.create_vm(cloud, alice, text=VM_TEXT), vms.create_vm(cloud, alice,
-                                                                          text=VM_TEXT)
+    assert held(cloud) == ["192.0.2.1", "192.0.2.2"]
+    public = vnets.find_vnet(cloud, ADMIN, ref="public")
+    with pytest.raises(Conflict):  # no NIC gets a held lease, none is released under it
+        vms.create_vm(cloud, ADMIN, text=VM_TEXT + "NIC = [ NETWORK = public, IP = 192.0.2.1 ]")
+    with pytest.raises(Conflict, match="Elastic IP"):
+        vnets.hold(cloud, ADMIN, vnet_id=public, text="LEASES = [ IP = 192.0.2.1 ]", on=False)
+    with pytest.raises(Conflict, match="Elastic IP"):
+        vnets.delete_vnet(cloud, ADMIN, vnet_id=public)
+    assert addresses.allocate(cloud, alice, ip="192.0.2.5").ip == "192.0.2.5"
+    with pytest.raises(vnets.LeaseTaken):
+        addresses.allocate(cloud, alice, ip="192.0.2.5")
+    with pytest.raises(vnets.OutsideNetwork):
+        addresses.allocate(cloud, alice, ip="203.0.113.5")
+    got = [addresses.allocate(cloud, alice).ip for _ in range(3)]
+    assert got == ["192.0.2.3", "192.0.2.4", "192.0.2.6"]
+    with pytest.raises(vnets.NoFreeLease):
+        addresses.allocate(cloud, alice)
+    addresses.release(cloud, alice, address_id=second.id or 0)
+    assert "192.0.2.2" not in held(cloud)
+    assert addresses.allocate(cloud, alice).ip == "192.0.2.2"  # the first free one again
+    assert addresses.find(cloud, alice, ip="192.0.2.1").id == first.id
+
+
+def test_no_public_network_no_addresses(cloud: Cloud) -> None:
+    alice = user(cloud, "alice")
+    cloud.config.ec2_public_network = ""
+    with pytest.raises(addresses.NotConfigured, match="not set"):
+        addresses.allocate(cloud, alice)
+    cloud.config.ec2_public_network = "nowhere"
+    with pytest.raises(addresses.NotConfigured, match="nowhere"):
+        addresses.allocate(cloud, alice)
+    vnets.create_vnet(cloud, alice, text="NAME = nowhere\nNETWORK_ADDRESS = 10.7.0.0/24")
+    with pytest.raises(addresses.NotConfigured):  # a user's network is not the operator's
+        addresses.allocate(cloud, alice)
+    cloud.config.ec2_public_network = str(vnets.find_vnet(cloud, ADMIN, ref="public"))
+    assert addresses.allocate(cloud, alice).ip == "192.0.2.1"  # an id does too
+
+
+def test_associations_write_public_ip_and_refilter(cloud: Cloud) -> None:
+    alice = user(cloud, "alice")
+    first, second = addresses.allocate(cloud, alice), addresses.allocate(cloud, alice)
     assert first.id is not None and second.id is not None
+    web, db_vm = vms.create_vm(cloud, alice, text=NIC_VM), vms.create_vm(cloud, alice,
+                                                                         text=NIC_VM)
+    run(cloud, web)
     row = addresses.associate(cloud, alice, address_id=first.id, vm_id=web)
     assert (row.vm_id, row.associations) == (web, 1)
+    assert public_ips(cloud, web) == ["192.0.2.1"]
+    assert refilters(cloud) == [web]  # db_vm is not running: its next boot reads the NIC
     assert addresses.associate(cloud, alice, address_id=first.id, vm_id=web).associations == 1
     with pytest.raises(Conflict):
         addresses.associate(cloud, alice, address_id=first.id, vm_id=db_vm, reassociate=False)
     row = addresses.associate(cloud, alice, address_id=first.id, vm_id=db_vm)
     assert (row.vm_id, row.associations) == (db_vm, 2)
+    assert (public_ips(cloud, web), public_ips(cloud, db_vm)) == ([""], ["192.0.2.1"])
     # a VM has one address: a second one takes the first one's place
     addresses.associate(cloud, alice, address_id=second.id, vm_id=db_vm)
     assert addresses.get(cloud, alice, address_id=first.id).vm_id is None
-    assert addresses.of_vms(cloud, alice, vm_ids=[web, db_vm]) == {db_vm: "192.0.2.2"}
+    assert public_ips(cloud, db_vm) == ["192.0.2.2"]
     with pytest.raises(Conflict):
         addresses.release(cloud, alice, address_id=second.id)
     with pytest.raises(NotFound):  # a stale association
         addresses.disassociate(cloud, alice, address_id=second.id, association=7)
     addresses.disassociate(cloud, alice, address_id=second.id, association=1)
+    assert public_ips(cloud, db_vm) == [""]
     addresses.disassociate(cloud, alice, address_id=second.id)  # idempotent
     addresses.release(cloud, alice, address_id=second.id)
     assert [a.ip for a in addresses.list_addresses(cloud, alice)] == ["192.0.2.1"]
-    assert addresses.allocate(cloud, alice).ip == "192.0.2.2"  # the first free one again
-    assert addresses.find(cloud, alice, ip="192.0.2.1").id == first.id
+    log = [e.message for e in vms.vm_log_entries(cloud, alice, vm_id=web)]
+    assert "Queued driver work: update_sg (elastic IP 192.0.2.1)" in log
+
+
+def test_an_address_needs_a_nic(cloud: Cloud) -> None:
+    alice = user(cloud, "alice")
+    address = addresses.allocate(cloud, alice)
+    bare = vms.create_vm(cloud, alice, text=VM_TEXT)
+    with pytest.raises(InvalidRequest, match="no NIC"):
+        addresses.associate(cloud, alice, address_id=address.id or 0, vm_id=bare)
 
 
 def test_associations_end_with_their_vm(cloud: Cloud) -> None:
     alice = user(cloud, "alice")
     address = addresses.allocate(cloud, alice)
     assert address.id is not None
-    vm_id = vms.create_vm(cloud, alice, text=VM_TEXT)
+    vm_id = vms.create_vm(cloud, alice, text=NIC_VM)
     addresses.associate(cloud, alice, address_id=address.id, vm_id=vm_id)
     vms.act(cloud, alice, vm_id=vm_id, action="finalize")
-    assert addresses.of_vms(cloud, alice, vm_ids=[vm_id]) == {}
     assert addresses.list_addresses(cloud, alice)[0].vm_id is None
+    assert public_ips(cloud, vm_id) == [""]
+    assert held(cloud) == [address.ip]  # the address stays its owner's
     with pytest.raises(InvalidState):
         addresses.associate(cloud, alice, address_id=address.id, vm_id=vm_id)
     addresses.release(cloud, alice, address_id=address.id)
-
-
-def test_the_pool(cloud: Cloud) -> None:
-    alice = user(cloud, "alice")
-    with pytest.raises(InvalidRequest):
-        addresses.allocate(cloud, alice, ip="203.0.113.5")
-    assert addresses.allocate(cloud, alice, ip="192.0.2.4").ip == "192.0.2.4"
-    with pytest.raises(Conflict):
-        addresses.allocate(cloud, alice, ip="192.0.2.4")
-    got = [addresses.allocate(cloud, alice).ip for _ in range(5)]  # a /29 has 6 hosts
-    assert got == ["192.0.2.1", "192.0.2.2", "192.0.2.3", "192.0.2.5", "192.0.2.6"]
-    with pytest.raises(CapacityExceeded):
-        addresses.allocate(cloud, alice)
-    cloud.config.ec2_address_pool = "not a network"
-    with pytest.raises(InvalidRequest):
-        addresses.allocate(cloud, alice)
+    assert held(cloud) == []
 
 
 def test_concurrent_allocations_get_distinct_addresses(cloud: Cloud) -> None:
@@ -238,8 +316,8 @@ def test_users_touch_only_their_own_addresses(cloud: Cloud) -> None:
     alice, bob = user(cloud, "alice"), user(cloud, "bob")
     mine = addresses.allocate(cloud, alice)
     assert mine.id is not None
-    alice_vm, bob_vm = (vms.create_vm(cloud, alice, text=VM_TEXT),
-                        vms.create_vm(cloud, bob, text=VM_TEXT))
+    alice_vm, bob_vm = (vms.create_vm(cloud, alice, text=NIC_VM),
+                        vms.create_vm(cloud, bob, text=NIC_VM))
     assert addresses.list_addresses(cloud, bob) == []
     with pytest.raises(NotFound):
         addresses.find(cloud, bob, ip=mine.ip)
@@ -254,7 +332,7 @@ def test_users_touch_only_their_own_addresses(cloud: Cloud) -> None:
     with pytest.raises(NotFound):  # the admin may, but not onto a VM of another owner
         addresses.associate(cloud, ADMIN, address_id=mine.id, vm_id=bob_vm)
     addresses.associate(cloud, alice, address_id=mine.id, vm_id=alice_vm)
-    assert addresses.of_vms(cloud, bob, vm_ids=[alice_vm]) == {}
+    assert public_ips(cloud, bob_vm) == [""]
 
 
 def test_ids_are_not_reused(cloud: Cloud) -> None:
@@ -267,3 +345,28 @@ def test_ids_are_not_reused(cloud: Cloud) -> None:
     addresses.release(cloud, alice, address_id=address.id)
     again = addresses.allocate(cloud, alice)
     assert again.ip == address.ip and again.id is not None and again.id > address.id
+
+
+def test_rule_changes_refilter_the_vms_they_concern(cloud: Cloud) -> None:
+    alice = user(cloud, "alice")
+    web = gid(secgroups.create(cloud, alice, name="web", description=""))
+    app = gid(secgroups.create(cloud, alice, name="app", description=""))
+    other = gid(secgroups.create(cloud, alice, name="other", description=""))
+    in_web, in_app, in_other = (vm_with_groups(cloud, alice, [g]) for g in (web, app, other))
+    stopped = vm_with_groups(cloud, alice, [web])
+    for vm_id in (in_web, in_app, in_other):
+        run(cloud, vm_id)
+    secgroups.authorize(cloud, alice, group_id=app, direction="ingress",
+                        rules=[rule("tcp", 80, 80, group=web)])  # app names web as peer
+    assert refilters(cloud) == [in_app]
+    with cloud.session() as s:  # done: the next change queues again
+        s.execute(update(Operation).values(status="done"))
+    secgroups.authorize(cloud, alice, group_id=web, direction="ingress",
+                        rules=[rule("tcp", 22, 22, cidr="10.0.0.0/8")])
+    assert refilters(cloud) == [in_web, in_app]  # not `stopped`, not `in_other`
+    log = [e.message for e in vms.vm_log_entries(cloud, alice, vm_id=in_web)]
+    assert f"Queued driver work: update_sg (security group {web})" in log
+    secgroups.revoke(cloud, alice, group_id=web, direction="ingress",
+                     rules=[rule("tcp", 22, 22, cidr="10.0.0.0/8")])
+    assert refilters(cloud) == [in_web, in_app]  # one pending update_sg each is enough
+    assert stopped not in refilters(cloud)

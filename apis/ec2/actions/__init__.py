@@ -61,6 +61,7 @@ def load() -> dict[str, Handler]:
         keys,
         misc,
         network,
+        subnets,
         volumes,
     )
 

@@ -1,5 +1,7 @@
-"""Elastic IPs: public addresses from EC2_ADDRESS_POOL, shown on instances as
-PublicIpAddress (recorded, not yet routed: that waits for the network issue).
+"""Elastic IPs: leases of the public network (EC2_PUBLIC_NETWORK; core.service.addresses),
+shown on instances as PublicIpAddress and on their first network interface. Without
+that network, AllocateAddress answers Unsupported (as econe did without
+`:elasticips_vnet_id`).
 
 Allocation ids are `eipalloc-<address id>`; an association id also names which
 association of the address it is (`eipassoc-<count><address id as 8 hex digits>`), so a
@@ -16,9 +18,9 @@ from apis.ec2.actions import Context, action
 from apis.ec2.actions.network import owner_id, tags_for
 from apis.ec2.errors import Ec2Error, invalid_value, missing_parameter
 from core import template
-from core.errors import CapacityExceeded, Conflict, Forbidden, InvalidRequest, InvalidState, NotFound
+from core.errors import Conflict, Forbidden, InvalidRequest, InvalidState, NotFound
 from core.models import Address
-from core.service import addresses, tags, vms
+from core.service import addresses, tags, vms, vnets
 from core.service.access import MINE
 
 ADDRESS_FILTERS = {name: filters.field(member) for name, member in {
@@ -26,6 +28,7 @@ ADDRESS_FILTERS = {name: filters.field(member) for name, member in {
     "instance-id": "InstanceId", "public-ip": "PublicIp", "domain": "Domain",
     "private-ip-address": "PrivateIpAddress", "network-border-group": "NetworkBorderGroup",
     "network-interface-owner-id": "NetworkInterfaceOwnerId",
+    "network-interface-id": "NetworkInterfaceId",
     "public-ipv4-pool": "PublicIpv4Pool"}.items()}
 _LOW32 = 0xFFFFFFFF
 
@@ -61,7 +64,7 @@ def _own(ctx: Context, allocation_id: str | None, public_ip: str | None) -> Addr
     raise missing_parameter("AllocationId")
 
 
-def _view(ctx: Context, row: Address, private: Mapping[int, str],
+def _view(ctx: Context, row: Address, interfaces: Mapping[int, Mapping[str, str]],
           found: Mapping[str, str]) -> dict[str, Any]:
     item: dict[str, Any] = {
         "AllocationId": ids.public("address", row.id or 0), "PublicIp": row.ip,
@@ -70,18 +73,23 @@ def _view(ctx: Context, row: Address, private: Mapping[int, str],
     if row.vm_id is not None:
         item.update(InstanceId=ids.public("instance", row.vm_id),
                     AssociationId=_association(row), NetworkInterfaceOwnerId=owner_id(row.uid))
-        if private.get(row.vm_id):
-            item["PrivateIpAddress"] = private[row.vm_id]
+        nic = interfaces.get(row.vm_id, {})
+        if nic.get("IP"):
+            item["PrivateIpAddress"] = nic["IP"]
+        if nic.get("NIC_ID", "").isdigit():
+            item["NetworkInterfaceId"] = ids.public("interface",
+                                                    row.vm_id << 8 | int(nic["NIC_ID"]))
     return item
 
 
-def _private_ips(ctx: Context, vm_ids: list[int]) -> dict[int, str]:
+def _first_nics(ctx: Context, vm_ids: list[int]) -> dict[int, dict[str, str]]:
+    """vm id -> its first NIC (the one its Elastic IP goes to)."""
     if not vm_ids:
         return {}
     out = {}
     for info in vms.list_vms(ctx.cloud, ctx.caller, flag=MINE, ids=vm_ids):
         nics = template.parse(info.vm.template).vectors("NIC")
-        out[info.vm.id or 0] = next((n["IP"] for n in nics if n.get("IP")), "")
+        out[info.vm.id or 0] = nics[0] if nics else {}
     return out
 
 
@@ -94,9 +102,11 @@ def allocate_address(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     ctx.commit_point()
     try:
         row = addresses.allocate(ctx.cloud, ctx.caller, ip=p.get("Address") or "")
-    except CapacityExceeded as exc:
+    except addresses.NotConfigured as exc:
+        raise Ec2Error("Unsupported", str(exc)) from None
+    except vnets.NoFreeLease as exc:
         raise Ec2Error("AddressLimitExceeded", str(exc)) from None
-    except (Conflict, InvalidRequest) as exc:
+    except (Conflict, InvalidRequest, NotFound) as exc:
         raise invalid_value("Address", p.get("Address"), str(exc)) from None
     assert row.id is not None
     if address_tags:
@@ -128,6 +138,10 @@ def associate_address(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         raise Ec2Error("Resource.AlreadyAssociated", str(exc)) from None
     except InvalidState as exc:
         raise Ec2Error("IncorrectInstanceState", str(exc)) from None
+    except InvalidRequest:
+        raise Ec2Error("InvalidInstanceID", f"The instance '{p['InstanceId']}' has no "
+                       "network interface: launch it with a SubnetId to give it a private "
+                       "address") from None
     except (NotFound, Forbidden):
         raise ids.not_found("instance", p["InstanceId"]) from None
     return {"AssociationId": _association(row)}
@@ -187,7 +201,7 @@ def describe_addresses(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
               and (not p.get("PublicIps") or r.ip in p["PublicIps"])]
     with ctx.cloud.session() as s:
         found = tags.tags_of(s, "address", [r.id for r in picked if r.id is not None])
-    private = _private_ips(ctx, [r.vm_id for r in picked if r.vm_id is not None])
+    interfaces = _first_nics(ctx, [r.vm_id for r in picked if r.vm_id is not None])
     matches = filters.compile_filters(p.get("Filters", []), ADDRESS_FILTERS)
-    items = [_view(ctx, r, private, found.get(r.id or 0, {})) for r in picked]
+    items = [_view(ctx, r, interfaces, found.get(r.id or 0, {})) for r in picked]
     return {"Addresses": [i for i in items if matches(i)]}

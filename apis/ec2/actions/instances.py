@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from apis.ec2 import filters, ids, views
-from apis.ec2.actions import Context, action, fingerprint, network
+from apis.ec2.actions import Context, action, fingerprint, network, subnets
 from apis.ec2.errors import Ec2Error, from_domain, invalid_value
 from apis.ec2.states import instance_state
 from core import template
@@ -36,6 +36,16 @@ INSTANCE_FILTERS: dict[str, filters.Extractor] = {
     "client-token": filters.field("ClientToken"),
     "vpc-id": filters.field("VpcId"),
     "subnet-id": filters.field("SubnetId"),
+    "network-interface.subnet-id": filters.field("NetworkInterfaces", "SubnetId"),
+    "network-interface.vpc-id": filters.field("NetworkInterfaces", "VpcId"),
+    "network-interface.mac-address": filters.field("NetworkInterfaces", "MacAddress"),
+    "network-interface.network-interface-id": filters.field("NetworkInterfaces",
+                                                            "NetworkInterfaceId"),
+    "network-interface.addresses.private-ip-address": filters.field(
+        "NetworkInterfaces", "PrivateIpAddresses", "PrivateIpAddress"),
+    "network-interface.addresses.association.public-ip": filters.field(
+        "NetworkInterfaces", "PrivateIpAddresses", "Association", "PublicIp"),
+    "association.public-ip": filters.field("NetworkInterfaces", "Association", "PublicIp"),
     "group-id": filters.field("SecurityGroups", "GroupId"),
     "instance.group-id": filters.field("SecurityGroups", "GroupId"),
     "group-name": filters.field("SecurityGroups", "GroupName"),
@@ -68,7 +78,7 @@ def _reservations(ctx: Context, infos: Sequence[VMInfo]) -> list[dict[str, Any]]
     with ctx.cloud.session() as s:
         found = tags.tags_of(s, "vm", [i.vm.id for i in infos if i.vm.id is not None])
     out = views.reservations(infos, owner=ctx.owner, region=ctx.region, tags=found)
-    network.annotate(ctx, infos, out)
+    network.annotate(ctx, out)
     return out
 
 
@@ -191,7 +201,13 @@ def run_instances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
         if zone != ctx.region + views.ZONE_SUFFIX:
             raise invalid_value("Placement.AvailabilityZone", zone, "no such zone")
         tmpl.set("AVAILABILITY_ZONE", zone)
-    tmpl.set("SECURITY_GROUPS", network.launch_groups(ctx, p))
+    # groups named on the network interfaces are the instance's (it has one set)
+    groups = [g for n in p.get("NetworkInterfaces", []) for g in n.get("Groups", [])]
+    tmpl.set("SECURITY_GROUPS", network.launch_groups(
+        ctx, {"SecurityGroupIds": groups} if groups else p))
+    nics = subnets.launch_nics(ctx, p)
+    for nic in nics:
+        tmpl.add("NIC", nic)
     token = p.get("ClientToken", "")
     if len(token) > 64:
         raise invalid_value("ClientToken", token, "at most 64 characters")
@@ -209,6 +225,8 @@ def run_instances(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
                                  token=token, fingerprint=fingerprint(p))
     except IdempotencyMismatch as exc:
         raise Ec2Error("IdempotentParameterMismatch", str(exc)) from None
+    except CloudError as exc:
+        raise subnets.nic_error(exc, nics) or exc from None
     if instance_tags:
         tags.set_tags(ctx.cloud, ctx.caller, kind="vm", ids=created, tags=instance_tags)
     infos = vms.list_vms(ctx.cloud, ctx.caller, flag=MINE, state=-2, ids=created)

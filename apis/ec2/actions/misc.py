@@ -1,4 +1,5 @@
-"""Regions, zones, account attributes, the default VPC, tags and images."""
+"""Regions, zones, account attributes, tags and instance status (the default VPC and its
+subnets are in apis.ec2.actions.subnets)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def describe_regions(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
 
 @action("DescribeAvailabilityZones")
 def describe_availability_zones(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    zone = {"ZoneName": ctx.region + views.ZONE_SUFFIX, "ZoneId": "nubo-az1",
+    zone = {"ZoneName": ctx.region + views.ZONE_SUFFIX, "ZoneId": views.ZONE_ID,
             "State": "available", "RegionName": ctx.region, "ZoneType": "availability-zone",
             "OptInStatus": "opt-in-not-required", "Messages": [], "GroupName": ctx.region}
     wanted = p.get("ZoneNames", [])
@@ -46,31 +47,6 @@ def describe_account_attributes(ctx: Context, p: dict[str, Any]) -> dict[str, An
     return {"AccountAttributes": [
         {"AttributeName": name, "AttributeValues": [{"AttributeValue": v} for v in values[name]]}
         for name in wanted if name in values]}
-
-
-@action("DescribeVpcs")
-def describe_vpcs(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    vpc = {"VpcId": views.VPC_ID, "State": "available", "CidrBlock": "10.0.0.0/16",
-           "IsDefault": True, "OwnerId": ctx.owner, "InstanceTenancy": "default", "Tags": []}
-    matches = filters.compile_filters(p.get("Filters", []), {
-        "vpc-id": filters.field("VpcId"), "is-default": filters.field("IsDefault"),
-        "state": filters.field("State"), "cidr": filters.field("CidrBlock")})
-    keep = (not p.get("VpcIds") or views.VPC_ID in p["VpcIds"]) and matches(vpc)
-    return {"Vpcs": [vpc] if keep else []}
-
-
-@action("DescribeSubnets")
-def describe_subnets(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
-    subnet = {"SubnetId": views.SUBNET_ID, "VpcId": views.VPC_ID, "State": "available",
-              "CidrBlock": "10.0.0.0/16", "AvailabilityZone": ctx.region + views.ZONE_SUFFIX,
-              "AvailableIpAddressCount": 65000, "DefaultForAz": True,
-              "MapPublicIpOnLaunch": False, "OwnerId": ctx.owner, "Tags": []}
-    matches = filters.compile_filters(p.get("Filters", []), {
-        "subnet-id": filters.field("SubnetId"), "vpc-id": filters.field("VpcId"),
-        "availability-zone": filters.field("AvailabilityZone"),
-        "default-for-az": filters.field("DefaultForAz"), "state": filters.field("State")})
-    keep = (not p.get("SubnetIds") or views.SUBNET_ID in p["SubnetIds"]) and matches(subnet)
-    return {"Subnets": [subnet] if keep else []}
 
 
 # --- tags ---

@@ -1,8 +1,8 @@
-"""Security groups of the default VPC, and what instances show of the network: their
-groups and their Elastic IP (apis.ec2.actions.addresses has the address actions).
+"""Security groups of the default VPC, and the groups instances show (apis.ec2.actions
+.addresses has the Elastic IPs, apis.ec2.actions.subnets the VPC and its subnets).
 
-Groups are stored and shown, not yet enforced (that waits for the network issue). Every
-lookup is by the caller's own groups: another user's group is InvalidGroup.NotFound.
+The network drivers enforce the groups (core.service.sgrules). Every lookup is by the
+caller's own groups: another user's group is InvalidGroup.NotFound.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from apis.ec2.actions import Context, action
 from apis.ec2.errors import Ec2Error, invalid_value, missing_parameter
 from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from core.models import SecurityGroup
-from core.service import addresses, secgroups, tags
+from core.service import secgroups, tags
 from core.service.access import MINE
 from core.service.secgroups import Direction, Rule
-from core.service.vms import VMInfo
 
 
 def _permission_filters(prefix: str, member: str) -> dict[str, filters.Extractor]:
@@ -83,21 +82,19 @@ def launch_groups(ctx: Context, p: Mapping[str, Any]) -> str:
     return " ".join(map(str, found))
 
 
-def annotate(ctx: Context, infos: Sequence[VMInfo], reservations: list[dict[str, Any]]) -> None:
-    """Fill in each instance's SecurityGroups and PublicIpAddress, and each reservation's
-    Groups (those of its first instance)."""
+def annotate(ctx: Context, reservations: list[dict[str, Any]]) -> None:
+    """Fill in the SecurityGroups of each instance and of its network interfaces, and each
+    reservation's Groups (those of its first instance)."""
     held = {inst["InstanceId"]: [ids.core("secgroup", g["GroupId"])
                                  for g in inst["SecurityGroups"]]
             for reservation in reservations for inst in reservation["Instances"]}
     names = secgroups.names(ctx.cloud, ctx.caller, ids={g for gs in held.values() for g in gs})
-    public = addresses.of_vms(ctx.cloud, ctx.caller, vm_ids=[i.vm.id or 0 for i in infos])
     for reservation in reservations:
         for inst in reservation["Instances"]:
             inst["SecurityGroups"] = [{"GroupId": ids.public("secgroup", g), "GroupName": names[g]}
                                       for g in held.get(inst["InstanceId"], []) if g in names]
-            ip = public.get(ids.core("instance", inst["InstanceId"]))
-            if ip:
-                inst["PublicIpAddress"] = ip
+            for interface in inst["NetworkInterfaces"]:
+                interface["Groups"] = list(inst["SecurityGroups"])
         first = reservation["Instances"][:1]
         reservation["Groups"] = list(first[0]["SecurityGroups"]) if first else []
 

@@ -1,4 +1,5 @@
-"""Security groups and Elastic IPs through boto3, against a live daemon."""
+"""Security groups and Elastic IPs through boto3, against a live daemon with a public
+network and a default subnet (tests/apis/ec2/test_subnets.py has more of both)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,33 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
 from tests.apis.ec2.test_boto3 import client, keys
-from tests.live import LiveNubo
+from tests.live import FAST_CONF, LiveNubo, call
 
 pytestmark = pytest.mark.slow
 FAST = {"Delay": 1, "MaxAttempts": 5}
+NET_CONF = FAST_CONF + 'EC2_PUBLIC_NETWORK = "public"\nEC2_DEFAULT_NETWORK = "lan"\n'
+# the admin's networks: the Elastic IPs' (FIXED, three addresses) and a published one
+# every user may launch into, the default subnet
+PUBLIC = ('NAME = public\nTYPE = FIXED\nLEASES = [ IP = 192.0.2.10 ]\n'
+          'LEASES = [ IP = 192.0.2.11 ]\nLEASES = [ IP = 192.0.2.12 ]\n')
+LAN = "NAME = lan\nNETWORK_ADDRESS = 10.20.0.0/24\nPUBLIC = YES\n"
+
+
+def networked(factory: pytest.TempPathFactory) -> Iterator[LiveNubo]:
+    """A daemon with the networks above (NET_CONF)."""
+    live = LiveNubo(factory.mktemp("nubo"), conf=NET_CONF)
+    try:
+        live.start()
+        call(live, "one.vn.allocate", PUBLIC)
+        call(live, "one.vn.allocate", LAN)
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture(scope="module")
+def nubo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveNubo]:
+    yield from networked(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +246,7 @@ def test_elastic_ips(ec2: BaseClient, ami: str) -> None:
         Domain="vpc", TagSpecifications=[{"ResourceType": "elastic-ip",
                                           "Tags": [{"Key": "role", "Value": "spare"}]}])
     assert first["AllocationId"].startswith("eipalloc-") and first["Domain"] == "vpc"
-    assert first["PublicIp"].startswith("198.51.100.")
+    assert first["PublicIp"] == "192.0.2.10"
     run = ec2.run_instances(ImageId=ami, MinCount=2, MaxCount=2)
     vm, vm2 = (i["InstanceId"] for i in run["Instances"])
     fails("DryRunOperation", ec2.associate_address, InstanceId=vm,
