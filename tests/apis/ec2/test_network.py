@@ -11,7 +11,7 @@ from botocore.client import BaseClient
 from botocore.exceptions import ClientError
 
 from tests.apis.ec2.test_boto3 import client, keys
-from tests.live import FAST_CONF, LiveNubo, call
+from tests.live import FAST_CONF, LiveNubo, call, wait_until
 
 pytestmark = pytest.mark.slow
 FAST = {"Delay": 1, "MaxAttempts": 5}
@@ -337,3 +337,20 @@ def test_two_users(ec2: BaseClient, bob: BaseClient, ami: str) -> None:
     ec2.get_waiter("instance_terminated").wait(InstanceIds=[vm],
                                                WaiterConfig={"Delay": 1, "MaxAttempts": 30})
     ec2.delete_security_group(GroupId=mine)
+
+
+def test_rule_changes_reach_running_instances(ec2: BaseClient, ami: str, nubo: LiveNubo) -> None:
+    web = ec2.create_security_group(GroupName="live", Description="")["GroupId"]
+    run = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, SecurityGroupIds=[web])
+    vm = run["Instances"][0]["InstanceId"]
+    ec2.get_waiter("instance_running").wait(InstanceIds=[vm],
+                                            WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    ec2.authorize_security_group_ingress(GroupId=web, IpProtocol="tcp", FromPort=22,
+                                         ToPort=22, CidrIp="10.0.0.0/8")
+    queued = f"Queued driver work: update_sg (security group {int(web[3:], 16)})"
+    wait_until("the refilter in the VM's log",
+               lambda: queued in nubo.cli("vm", "log", str(int(vm[2:], 16))).stdout)
+    ec2.terminate_instances(InstanceIds=[vm])
+    ec2.get_waiter("instance_terminated").wait(InstanceIds=[vm],
+                                               WaiterConfig={"Delay": 1, "MaxAttempts": 30})
+    ec2.delete_security_group(GroupId=web)
