@@ -15,6 +15,7 @@ from tests.drivers.conftest import REMOTES
 sys.path.insert(0, str(REMOTES / "lib"))
 import ebtables_rules  # noqa: E402
 import fw_rules  # noqa: E402
+import vlan_devices  # noqa: E402
 import vnm_common  # noqa: E402
 
 
@@ -116,3 +117,54 @@ def test_the_vm_document_gives_each_nic_the_vms_group_rules(
     vm_id, nics = vnm_common.vm_nics("update_sg")
     assert vm_id == "9" and all(n.grouped for n in nics)
     assert [n.rules for n in nics] == [({"RULE_TYPE": "inbound", "PROTOCOL": "ALL"},)] * 2
+
+
+def vlan_nic(nic_id: str = "0", network: str = "5", **attrs: str) -> vnm_common.Nic:
+    return vnm_common.Nic(nic_id, f"one-7-{nic_id}", "02:00:0a:00:01:05", "10.0.1.5", network,
+                          attrs.pop("BRIDGE", f"onebr{network}"), {"VLAN": "YES", **attrs})
+
+
+def test_802_1q_makes_what_is_missing_in_order() -> None:
+    nics = [vlan_nic(PHYDEV="eth1"), vlan_nic("1", PHYDEV="eth1"),
+            vlan_nic("2", "6", PHYDEV="eth1", VLAN_ID="300", BRIDGE="br300"),
+            vnm_common.Nic("3", "one-7-3", "", "", "9", "br0", {"PHYDEV": "eth1"})]
+    assert vlan_devices.commands(nics, "802.1Q", lambda device: device == "br300") == [
+        ["ip", "link", "add", "onebr5", "type", "bridge"],
+        ["ip", "link", "add", "link", "eth1", "name", "eth1.7", "type", "vlan", "id", "7"],
+        ["ip", "link", "set", "eth1.7", "master", "onebr5"],
+        ["ip", "link", "set", "eth1.7", "up"],
+        ["ip", "link", "set", "onebr5", "up"],
+        ["ip", "link", "add", "link", "eth1", "name", "eth1.300", "type", "vlan", "id", "300"],
+        ["ip", "link", "set", "eth1.300", "master", "br300"],
+        ["ip", "link", "set", "eth1.300", "up"],
+        ["ip", "link", "set", "br300", "up"]]
+    # all there already: only joined and brought up again
+    assert vlan_devices.commands(nics[:1], "802.1Q", lambda device: True) == [
+        ["ip", "link", "set", "eth1.7", "master", "onebr5"],
+        ["ip", "link", "set", "eth1.7", "up"], ["ip", "link", "set", "onebr5", "up"]]
+
+
+def test_vxlan_gives_each_vni_its_multicast_group() -> None:
+    nics = [vlan_nic(PHYDEV="eth0", VLAN_ID="100"),
+            vlan_nic("1", "6", PHYDEV="eth0", VLAN_ID="70000", VXLAN_MC="239.1.0.0")]
+    found = vlan_devices.commands(nics, "vxlan", lambda device: False)
+    assert ["ip", "link", "add", "eth0.100", "type", "vxlan", "id", "100", "group",
+            "239.0.0.100", "dev", "eth0", "dstport", "4789"] in found
+    assert ["ip", "link", "add", "eth0.70000", "type", "vxlan", "id", "70000", "group",
+            "239.2.17.112", "dev", "eth0", "dstport", "4789"] in found
+
+
+@pytest.mark.parametrize("kind, attrs, message", [
+    ("802.1Q", {}, "names no PHYDEV"),
+    ("802.1Q", {"PHYDEV": "eth1", "VLAN_ID": "4095"}, "not an id from 1 to 4094"),
+    ("802.1Q", {"PHYDEV": "eth1", "VLAN_ID": "1; reboot"}, "not an id"),
+    ("802.1Q", {"PHYDEV": "averylongdevice", "VLAN_ID": "12"}, "cannot be a device name"),
+    ("vxlan", {"PHYDEV": "eth0", "VXLAN_MC": "10.0.0.0"}, "not a multicast group"),
+    ("vxlan", {"PHYDEV": "eth0", "VXLAN_MC": "nonsense"}, "not a multicast group"),
+])
+def test_vlan_settings_that_cannot_work_are_refused(kind: str, attrs: dict[str, str],
+                                                    message: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        vlan_devices.commands([vlan_nic(**attrs)], kind, lambda device: False)
+    assert message in capsys.readouterr().err

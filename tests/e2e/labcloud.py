@@ -110,7 +110,8 @@ class Cloud:
     def qemu_hosts(self, vm_id: int) -> list[str]:
         """The lab hosts where a qemu process of VM `vm_id` runs, found from the processes
         themselves (the lab's hosts share one PID namespace; each process's network
-        namespace tells its host), not from anything Nubo or its driver wrote."""
+        namespace tells its host), not from anything Nubo or its driver wrote. Processes
+        in namespaces that are not this lab's hosts are other labs' and are left out."""
         names = {}
         for host in self.lab.hosts:
             try:
@@ -133,7 +134,8 @@ class Cloud:
                 netns = os.readlink(proc / "ns" / "net")
             except OSError:
                 continue  # exited meanwhile
-            found.append(names.get(netns, netns))
+            if netns in names:  # else another lab's (tests of other processes run too)
+                found.append(names[netns])
         return sorted(found)
 
 
