@@ -19,6 +19,13 @@ bind-mounted at the same path into every host's mount namespace: one directory s
 path by the front-end and every host, as an NFS export would be (the `shared` and `qcow2`
 TM drivers' system datastore).
 
+Open vSwitch, when a test or `start_ovs` asks for it: each host runs its own ovsdb-server
+and ovs-vswitchd in its namespace, with their database, sockets and logs in workdir/hN/
+openvswitch, which every host's mount namespace binds over /var/run/openvswitch, so plain
+`ovs-vsctl` and `ovs-ofctl` over ssh talk to that host's switch, as on a real host. Bridges
+need `datapath_type=netdev` (the userspace datapath; this kernel has no OVS module).
+They stop with the lab.
+
 Two owners: a pytest fixture (this process starts the sshds and reaps them) or the CLI,
 which starts them detached and exits. Either way `<workdir>/lab.json` records the prefix,
 hosts, addresses, namespaces, sshd pids and key paths, so `Lab.load(workdir).destroy()` in a
@@ -50,6 +57,8 @@ from drivers.lab_ssh import SUBNET, ssh_config_text, sshd_config_text
 from drivers.runner import HostAccess
 
 READY_TIMEOUT = 10.0
+OVS_CTL = "/usr/share/openvswitch/scripts/ovs-ctl"
+OVS_RUN = "/var/run/openvswitch"  # where ovs-vsctl and ovs-ofctl look by default
 STATE_FILE = "lab.json"
 SSH_CONFIG = "ssh_config"
 _STALE = re.compile(r"nubo-t(\d+)-")
@@ -127,6 +136,58 @@ class LabHost:
     @property
     def sshd_config(self) -> Path:
         return self.dir / "sshd_config"
+
+    @property
+    def ovs_dir(self) -> Path:
+        """This host's Open vSwitch files, seen on the host as /var/run/openvswitch."""
+        return self.dir / "openvswitch"
+
+    def ovs_env(self) -> list[str]:
+        """`env` arguments pointing the OVS tools and ovs-ctl at this host's files (for
+        commands run with `ip netns exec`, outside the sshd's mount namespace)."""
+        folder = str(self.ovs_dir)
+        return [f"OVS_RUNDIR={folder}", f"OVS_DBDIR={folder}", f"OVS_LOGDIR={folder}",
+                f"OVS_SYSCONFDIR={folder}"]
+
+    def ovs(self, *argv: str) -> str:
+        """A command (ovs-vsctl, ovs-ofctl ...) on this host's switch; its stdout."""
+        return _ip("netns", "exec", self.netns, "env", *self.ovs_env(), *argv)
+
+    def ovs_running(self) -> bool:
+        for daemon in ("ovsdb-server", "ovs-vswitchd"):
+            try:
+                pid = int((self.ovs_dir / f"{daemon}.pid").read_text().strip())
+            except (OSError, ValueError):
+                return False
+            if not _pid_alive(pid, str(self.ovs_dir)):
+                return False
+        return True
+
+    def start_ovs(self) -> None:
+        """Start this host's ovsdb-server and ovs-vswitchd (a no-op when they run)."""
+        if self.ovs_running():
+            return
+        require_tool("ovs-vsctl")
+        if not os.access(OVS_CTL, os.X_OK):
+            raise LabUnavailable(f"{OVS_CTL} not found (install openvswitch-switch with "
+                                 "scripts/system-deps)")
+        self.ovs_dir.mkdir(parents=True, exist_ok=True)
+        ctl = [_ip_path(), "netns", "exec", self.netns, "env", *self.ovs_env(), OVS_CTL,
+               "--system-id=random", "--no-mlockall", "--no-monitor", "--no-record-hostname"]
+        # the database first, then the switch, with userspace TSO: its AF_PACKET ports then
+        # carry the kernel's checksum offload along (without it, TCP from a virtio guest
+        # or a veth leaves with checksums nobody filled in; pings alone still pass).
+        # --no-mlockall: 60 MB per host stay swappable; ulimit warnings are harmless
+        _run(*ctl, "--no-ovs-vswitchd", "start")
+        self.ovs("ovs-vsctl", "--no-wait", "set", "Open_vSwitch", ".",
+                 "other_config:userspace-tso-enable=true")
+        _run(*ctl, "--no-ovsdb-server", "start")
+
+    def stop_ovs(self) -> None:
+        if not (self.ovs_dir / "ovsdb-server.pid").exists():
+            return
+        with contextlib.suppress(RuntimeError):
+            _ip("netns", "exec", self.netns, "env", *self.ovs_env(), OVS_CTL, "stop")
 
     def sshd_running(self) -> bool:
         if self.sshd is not None:
@@ -225,6 +286,7 @@ class Lab:
         self._close_masters()
         for host in self.hosts:
             host.stop_sshd()
+            host.stop_ovs()
         for ns in [*reversed(self.namespaces), *lab_namespaces(self.prefix)]:
             _delete_netns(ns)
         self.namespaces.clear()
@@ -429,10 +491,12 @@ def _start_sshd(lab: Lab, host: LabHost, sshd: str, detached: bool) -> None:
     log = host.dir / "sshd.log"
     log.write_text("")
     # `ip netns exec` runs in a mount namespace of its own (slave propagation): the binds
-    # (the host's home over the user's, the shared store) stay inside it. ip, sh and sshd
+    # (the host's home over the user's, its OVS files, the shared store) stay inside it. ip, sh and sshd
     # all exec, so the pid is sshd's.
-    start = 'mount --bind "$1" "$2" && shift 2 && '
-    binds = [str(host.home), lab.home]
+    start = 'mount --bind "$1" "$2" && shift 2 && mount --bind "$1" "$2" && shift 2 && '
+    host.ovs_dir.mkdir(exist_ok=True)
+    Path(OVS_RUN).mkdir(parents=True, exist_ok=True)  # the mount point (no OVS needed)
+    binds = [str(host.home), lab.home, str(host.ovs_dir), OVS_RUN]
     if lab.shared_dir is not None:
         start += 'mount --bind "$1" "$2" && shift 2 && '
         binds += [str(lab.shared_dir), str(lab.shared_dir)]

@@ -41,6 +41,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -350,7 +351,10 @@ def _run(argv: list[str], what: str) -> str:
 
 
 def plug_taps(vm: Vm) -> None:
-    """A tap per NIC, on the NIC's bridge (created by the network driver or the admin)."""
+    """A tap per NIC, on the NIC's bridge (created by the network driver or the admin): a
+    Linux bridge's port through `ip link set master`, an Open vSwitch bridge's through
+    `ovs-vsctl add-port` (what libvirt's openvswitch virtualport does; a no-op when the
+    ovswitch network driver's pre added the port already, tagged)."""
     for nic in vm.vectors("NIC"):
         tap = tap_name(vm.id, nic.get("NIC_ID", "0"))
         if not os.path.exists(f"/sys/class/net/{tap}"):
@@ -359,13 +363,35 @@ def plug_taps(vm: Vm) -> None:
         if bridge:
             if not os.path.exists(f"/sys/class/net/{bridge}"):
                 raise DriverError(f"qemu: bridge {bridge} does not exist on this host")
-            _run(["ip", "link", "set", tap, "master", bridge], f"adding {tap} to {bridge}")
+            if _ovs_bridge(bridge):
+                _run(["ovs-vsctl", "--timeout=20", "--may-exist", "add-port", bridge, tap],
+                     f"adding {tap} to the Open vSwitch bridge {bridge}")
+            else:
+                _run(["ip", "link", "set", tap, "master", bridge], f"adding {tap} to {bridge}")
         _run(["ip", "link", "set", tap, "up"], f"bringing {tap} up")
 
 
+def _ovs_bridge(bridge: str) -> bool:
+    """Not a Linux bridge, and Open vSwitch (when installed) knows it as a bridge."""
+    if os.path.isdir(f"/sys/class/net/{bridge}/bridge") or not _has_ovs():
+        return False
+    done = subprocess.run(["ovs-vsctl", "--timeout=20", "br-exists", bridge],
+                          capture_output=True, text=True, check=False)
+    return done.returncode == 0
+
+
+def _has_ovs() -> bool:
+    return shutil.which("ovs-vsctl") is not None
+
+
 def unplug_taps(vm: Vm) -> None:
+    """The taps go; a tap's Open vSwitch port goes too (OVS would keep it, deviceless)."""
     for nic in vm.vectors("NIC"):
         tap = tap_name(vm.id, nic.get("NIC_ID", "0"))
+        bridge = nic.get("BRIDGE", "")
+        if bridge and not os.path.isdir(f"/sys/class/net/{bridge}/bridge") and _has_ovs():
+            subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-port", tap],
+                           capture_output=True, check=False)
         if os.path.exists(f"/sys/class/net/{tap}"):
             subprocess.run(["ip", "link", "del", tap], capture_output=True, check=False)
 

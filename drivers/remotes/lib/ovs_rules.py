@@ -1,0 +1,273 @@
+"""The `ovswitch` network driver (vnm/ovswitch/{pre,post,clean,update_sg}): Open vSwitch
+ports and OpenFlow flows for the NICs whose BRIDGE is an OVS bridge, as OpenNebula 3.4's
+(the VLAN tag) and 4.4's (trunks, anti-spoofing and drop flows) did it.
+
+Each such NIC's port (the tap, `one-<vmid>-<nic id>`) gets
+    tag=<vlan id>             with VLAN = YES (vnm_common.vlan_id: VLAN_ID, else 2 + net id)
+    trunks=<ids>              with VLAN_TAGGED_ID (commas and a-b ranges); untagged frames
+                              then go to the VLAN tag, if any (vlan_mode=native-untagged)
+pre adds the port before qemu makes the tap (OVS takes the device when it appears), so the
+guest never sits on the bridge untagged; the qemu driver adds ports only where no network
+driver did, and removes them with the tap.
+
+Flows, all with one cookie per NIC (0x6e75 << 48 | vm id << 16 | nic id), so that clean
+deletes exactly them. Table 0 checks what comes out of the VM:
+    46000 in_port=<tap>,dl_src=<mac>,ip,nw_src=<ip>              -> resubmit(,1)
+    46000 in_port=<tap>,dl_src=<mac>,arp,arp_spa=<ip>,arp_sha=<mac> -> resubmit(,1)
+    45000 in_port=<tap>,ip / arp                                  -> drop (other sources)
+    40000 in_port=<tap>,dl_src=<mac>                              -> resubmit(,1)
+    39000 in_port=<tap>                                           -> drop (other MACs)
+(IPv4 and ARP rules only when the NIC has an IP.) Table 1 filters what goes to a NIC with
+WHITE/BLACK_PORTS_TCP/UDP or ICMP = drop, statefully through Open vSwitch's conntrack (zone:
+the VLAN id), the fw driver's rules as flows:
+    42000 ip,dl_dst=<mac>,ct_state=-trk                  -> ct(table=1)
+    41000 ... ct_state=+trk+est / +trk+rel               -> NORMAL (what the VM started)
+    40000 tcp|udp,dl_dst=<mac>,tp_dst=<white port>       -> ct(commit),NORMAL
+    39000 tcp|udp,dl_dst=<mac>                           -> drop (a white list's rest)
+    40000 tcp|udp,dl_dst=<mac>,tp_dst=<black port>       -> drop
+    40000 icmp,dl_dst=<mac>                              -> drop (ICMP = drop)
+    37000 ip,dl_dst=<mac>                                -> ct(commit),NORMAL
+    36000 in_port=<tap>,ip                               -> ct(commit),NORMAL
+Two flows per bridge, cookie 0x6e75ffffffffffff, join the tables for every other port and
+stay: table 0 priority 1 -> resubmit(,1), table 1 priority 0 -> NORMAL.
+
+iptables never sees what an OVS bridge switches (the userspace datapath forwards in
+ovs-vswitchd, the kernel one in its own module: neither passes netfilter's bridge hooks),
+so the fw driver's chains would filter nothing there: these flows do the filtering. NICs on
+a Linux bridge get the fw driver's chains instead. ovs-vsctl and ovs-ofctl run as root,
+else through `sudo -n`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import fw_rules
+from ebtables_rules import fail
+from vnm_common import Nic, tagged, vlan_id
+
+COOKIE_BASE = 0x6E75 << 48
+SHARED_COOKIE = COOKIE_BASE | 0xFFFF_FFFF_FFFF
+OWNER = "nubo-vm"  # the external_ids key marking a port the driver added
+TIMEOUT = "--timeout=20"
+_TAGGED_IDS = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
+
+
+def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    if os.geteuid() != 0:
+        argv = ["sudo", "-n", *argv]
+    try:
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        fail(f"ovswitch: {argv[0]} is not installed on this host (package openvswitch-switch)")
+        raise  # not reached: fail exits
+
+
+def _checked(argv: list[str], stdin: str | None = None) -> str:
+    done = _run(argv, stdin)
+    if done.returncode != 0:
+        fail(f"ovswitch: {' '.join(argv)}: {(done.stderr or done.stdout).strip()}")
+    return done.stdout
+
+
+def vsctl(*args: str) -> str:
+    return _checked(["ovs-vsctl", TIMEOUT, *args])
+
+
+def ofctl(*args: str, stdin: str | None = None) -> str:
+    return _checked(["ovs-ofctl", "-O", "OpenFlow14", *args], stdin)
+
+
+def linux_bridge(name: str) -> bool:
+    return os.path.isdir(f"/sys/class/net/{name}/bridge")
+
+
+def ovs_bridge(name: str) -> bool:
+    """Whether `name` is an Open vSwitch bridge here (ovs-vsctl is asked only when it is
+    not a Linux bridge)."""
+    if not name or linux_bridge(name):
+        return False
+    done = _run(["ovs-vsctl", TIMEOUT, "br-exists", name])
+    if done.returncode not in (0, 2):
+        fail(f"ovswitch: ovs-vsctl br-exists {name}: {(done.stderr or done.stdout).strip()}")
+    return done.returncode == 0
+
+
+def cookie(vm_id: str, nic: Nic) -> int:
+    if not vm_id.isdigit() or not nic.nic_id.isdigit():
+        fail(f"ovswitch: VM id {vm_id!r} and NIC_ID {nic.nic_id!r} must be numbers")
+    return COOKIE_BASE | (int(vm_id) & 0xFFFF_FFFF) << 16 | int(nic.nic_id) & 0xFFFF
+
+
+def tagged_ids(nic: Nic) -> list[int]:
+    """VLAN_TAGGED_ID's ids: commas and a-b ranges, each from 1 to 4094."""
+    text = nic.attributes.get("VLAN_TAGGED_ID", "").replace(" ", "")
+    if not text:
+        return []
+    if not _TAGGED_IDS.match(text):
+        fail(f"ovswitch: VLAN_TAGGED_ID = {text!r} is not a list of VLAN ids and a-b ranges")
+    found: set[int] = set()
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        first, last = int(low), int(high or low)
+        if not 1 <= first <= last <= 4094:
+            fail(f"ovswitch: VLAN_TAGGED_ID = {text!r}: {part} is not within 1-4094")
+        found.update(range(first, last + 1))
+    return sorted(found)
+
+
+def port_settings(vm_id: str, nic: Nic) -> list[str]:
+    """The Port columns this NIC's port gets (`ovs-vsctl set Port <tap> ...`)."""
+    settings = [f"external_ids:{OWNER}={vm_id}"]
+    trunks = tagged_ids(nic)
+    if trunks:
+        settings += ["trunks=" + ",".join(map(str, trunks))]
+        if tagged(nic):
+            settings += [f"tag={vlan_id(nic)}", "vlan_mode=native-untagged"]
+        else:
+            settings += ["tag=[]", "vlan_mode=trunk"]
+    elif tagged(nic):
+        settings += [f"tag={vlan_id(nic)}", "trunks=[]", "vlan_mode=access"]
+    return settings
+
+
+def plug_command(vm_id: str, nic: Nic) -> list[str]:
+    """ovs-vsctl's arguments adding the NIC's port if missing and setting it, in one
+    transaction."""
+    return ["--may-exist", "add-port", nic.bridge, nic.tap, "--", "set", "Port", nic.tap,
+            *port_settings(vm_id, nic)]
+
+
+def unplug_command(nic: Nic) -> list[str]:
+    return ["--if-exists", "del-port", nic.bridge, nic.tap]
+
+
+def port_ranges(text: str) -> list[str]:
+    """tp_dst matches (`value` or `value/mask`) covering fw's `a,b:c` port list."""
+    found = []
+    for part in text.split(","):
+        low, _, high = part.partition(":")
+        first, last = int(low), int(high or low)
+        if first > last or last > 65535:
+            fail(f"ovswitch: {part} is not a port or a port range")
+        while first <= last:  # the largest aligned block starting at `first` that fits
+            size = first & -first or 65536
+            while size > last - first + 1:
+                size //= 2
+            found.append(str(first) if size == 1 else f"{first:#x}/{0xFFFF & ~(size - 1):#x}")
+            first += size
+    return found
+
+
+def _flow(mark: int, table: int, priority: int, match: str, actions: str) -> str:
+    head = f"cookie={mark:#x},table={table},priority={priority}"
+    return f"{head},{match},actions={actions}" if match else f"{head},actions={actions}"
+
+
+def anti_spoofing(vm_id: str, nic: Nic) -> list[str]:
+    """Table 0: frames out of the NIC only with its MAC, IPv4 and ARP only with its IP."""
+    mark, tap, mac = cookie(vm_id, nic), nic.tap, nic.mac.lower()
+    if not mac:
+        return []
+    flows = []
+    if nic.ip:
+        flows += [
+            _flow(mark, 0, 46000, f"in_port={tap},dl_src={mac},ip,nw_src={nic.ip}",
+                  "resubmit(,1)"),
+            _flow(mark, 0, 46000, f"in_port={tap},dl_src={mac},arp,arp_spa={nic.ip},"
+                  f"arp_sha={mac}", "resubmit(,1)"),
+            _flow(mark, 0, 45000, f"in_port={tap},ip", "drop"),
+            _flow(mark, 0, 45000, f"in_port={tap},arp", "drop"),
+        ]
+    return flows + [_flow(mark, 0, 40000, f"in_port={tap},dl_src={mac}", "resubmit(,1)"),
+                    _flow(mark, 0, 39000, f"in_port={tap}", "drop")]
+
+
+def filters(vm_id: str, nic: Nic) -> list[str]:
+    """Table 1: the fw driver's white/black ports and ICMP = drop toward the NIC."""
+    mac = nic.mac.lower()
+    if not mac or not fw_rules.filtered(nic):
+        return []
+    mark, to = cookie(vm_id, nic), f"dl_dst={mac}"
+    zone = vlan_id(nic) if tagged(nic) else 0
+    commit = f"ct(commit,zone={zone}),NORMAL"
+    flows = [_flow(mark, 1, 42000, f"ip,{to},ct_state=-trk", f"ct(table=1,zone={zone})"),
+             _flow(mark, 1, 41000, f"ip,{to},ct_state=+trk+est", "NORMAL"),
+             _flow(mark, 1, 41000, f"ip,{to},ct_state=+trk+rel", "NORMAL")]
+    for proto in ("tcp", "udp"):
+        white = fw_rules.ports(nic, f"WHITE_PORTS_{proto.upper()}")
+        black = fw_rules.ports(nic, f"BLACK_PORTS_{proto.upper()}")
+        if white:
+            flows += [_flow(mark, 1, 40000, f"{proto},{to},tp_dst={port}", commit)
+                      for port in port_ranges(white)]
+            flows.append(_flow(mark, 1, 39000, f"{proto},{to}", "drop"))
+        elif black:
+            flows += [_flow(mark, 1, 40000, f"{proto},{to},tp_dst={port}", "drop")
+                      for port in port_ranges(black)]
+    if nic.attributes.get("ICMP", "").lower() == "drop":
+        flows.append(_flow(mark, 1, 40000, f"icmp,{to}", "drop"))
+    return flows + [_flow(mark, 1, 37000, f"ip,{to}", commit),
+                    _flow(mark, 1, 36000, f"in_port={nic.tap},ip", commit)]
+
+
+def shared_flows() -> list[str]:
+    """What joins table 0 to table 1 for every port, and switches in table 1."""
+    return [_flow(SHARED_COOKIE, 0, 1, "", "resubmit(,1)"),
+            _flow(SHARED_COOKIE, 1, 0, "", "NORMAL")]
+
+
+def flows(vm_id: str, nic: Nic) -> list[str]:
+    return anti_spoofing(vm_id, nic) + filters(vm_id, nic)
+
+
+def flow_batch(vm_id: str, nic: Nic) -> str:
+    """`ovs-ofctl --bundle add-flows` input replacing the NIC's flows in one transaction
+    (post may run twice, update_sg re-applies: never a moment without them)."""
+    lines = [f"delete cookie={cookie(vm_id, nic):#x}/-1"]
+    lines += [f"add {flow}" for flow in shared_flows() + flows(vm_id, nic)]
+    return "\n".join(lines) + "\n"
+
+
+def ovs_nics(nics: list[Nic]) -> tuple[list[Nic], list[Nic]]:
+    """(NICs on an Open vSwitch bridge, the others)."""
+    on_ovs = [nic for nic in nics if ovs_bridge(nic.bridge)]
+    return on_ovs, [nic for nic in nics if nic not in on_ovs]
+
+
+def prepare(vm_id: str, nics: list[Nic]) -> int:
+    """pre: each NIC's port on its OVS bridge, tagged before the tap exists; a NIC whose
+    BRIDGE is neither an OVS nor a Linux bridge fails here, before the VM boots."""
+    on_ovs, others = ovs_nics(nics)
+    for nic in others:
+        if nic.bridge and not linux_bridge(nic.bridge):
+            fail(f"ovswitch: NIC {nic.nic_id}: bridge {nic.bridge} is neither an Open vSwitch "
+                 "bridge nor a Linux bridge on this host")
+    for nic in on_ovs:
+        vsctl(*plug_command(vm_id, nic))
+    return len(on_ovs)
+
+
+def apply(vm_id: str, nics: list[Nic]) -> tuple[int, int]:
+    """post and update_sg: ports, then flows, of the NICs on OVS bridges; fw's chains for
+    those on Linux bridges. (NICs set, fw chains made)."""
+    on_ovs, others = ovs_nics(nics)
+    for nic in on_ovs:
+        vsctl(*plug_command(vm_id, nic))
+        ofctl("--bundle", "add-flows", nic.bridge, "-", stdin=flow_batch(vm_id, nic))
+    return len(on_ovs), fw_rules.apply(vm_id, others)
+
+
+def remove(vm_id: str, nics: list[Nic]) -> tuple[int, int]:
+    """clean: the NICs' flows, the ports this driver added (the qemu driver removes them
+    with the taps too), fw's chains of the others. (NICs cleaned, fw chains removed)."""
+    on_ovs, others = ovs_nics(nics)
+    for nic in on_ovs:
+        ofctl("del-flows", nic.bridge, f"cookie={cookie(vm_id, nic):#x}/-1")
+        owner = _run(["ovs-vsctl", TIMEOUT, "--if-exists", "get", "Port", nic.tap,
+                      f"external_ids:{OWNER}"]).stdout.strip().strip('"')
+        if owner == vm_id:
+            vsctl(*unplug_command(nic))
+    filtered = [nic for nic in others if fw_rules.filtered(nic)]
+    return len(on_ovs), fw_rules.remove(vm_id, filtered) if filtered else 0

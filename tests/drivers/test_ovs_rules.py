@@ -1,0 +1,137 @@
+"""The ovswitch network driver's makers (drivers/remotes/lib/ovs_rules.py) on their own:
+port settings (tag, trunks), the flows of a NIC with their cookie, port lists as OpenFlow
+masks, and bad input refused. The flows themselves switch real traffic in
+tests/e2e/test_ovswitch.py."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.drivers.conftest import REMOTES
+
+sys.path.insert(0, str(REMOTES / "lib"))
+import ovs_rules  # noqa: E402
+import vnm_common  # noqa: E402
+
+MAC = "02:00:0a:00:01:05"
+
+
+def nic(ip: str = "10.0.1.5", **attrs: str) -> vnm_common.Nic:
+    return vnm_common.Nic("1", "one-7-1", MAC, ip, "3", "ovsbr0", attrs)
+
+
+def covered(match: str) -> set[int]:
+    value, _, mask = match.partition("/")
+    want, bits = int(value, 0), int(mask, 0) if mask else 0xFFFF
+    return {port for port in range(65536) if port & bits == want}
+
+
+def test_the_cookie_names_the_vm_and_the_nic() -> None:
+    assert ovs_rules.cookie("7", nic()) == 0x6E75_0000_0007_0001
+    assert ovs_rules.cookie("7", nic()) != ovs_rules.cookie("71", nic())
+    assert ovs_rules.SHARED_COOKIE == 0x6E75_FFFF_FFFF_FFFF
+
+
+def test_port_settings_tag_trunks_and_the_owner_mark() -> None:
+    assert ovs_rules.port_settings("7", nic(VLAN="YES", VLAN_ID="100")) == [
+        "external_ids:nubo-vm=7", "tag=100", "trunks=[]", "vlan_mode=access"]
+    assert ovs_rules.port_settings("7", nic(VLAN="YES")) == [  # 2 + network id
+        "external_ids:nubo-vm=7", "tag=5", "trunks=[]", "vlan_mode=access"]
+    assert ovs_rules.port_settings("7", nic(VLAN_TAGGED_ID="300, 310-312")) == [
+        "external_ids:nubo-vm=7", "trunks=300,310,311,312", "tag=[]", "vlan_mode=trunk"]
+    assert ovs_rules.port_settings("7", nic(VLAN="YES", VLAN_ID="100",
+                                            VLAN_TAGGED_ID="200")) == [
+        "external_ids:nubo-vm=7", "trunks=200", "tag=100", "vlan_mode=native-untagged"]
+    assert ovs_rules.port_settings("7", nic()) == ["external_ids:nubo-vm=7"]
+    assert ovs_rules.plug_command("7", nic(VLAN="YES", VLAN_ID="9")) == [
+        "--may-exist", "add-port", "ovsbr0", "one-7-1", "--", "set", "Port", "one-7-1",
+        "external_ids:nubo-vm=7", "tag=9", "trunks=[]", "vlan_mode=access"]
+    assert ovs_rules.unplug_command(nic()) == ["--if-exists", "del-port", "ovsbr0", "one-7-1"]
+
+
+def test_anti_spoofing_allows_the_nic_mac_and_ip_only() -> None:
+    head = "cookie=0x6e75000000070001,table=0"
+    assert ovs_rules.anti_spoofing("7", nic()) == [
+        f"{head},priority=46000,in_port=one-7-1,dl_src={MAC},ip,nw_src=10.0.1.5,"
+        "actions=resubmit(,1)",
+        f"{head},priority=46000,in_port=one-7-1,dl_src={MAC},arp,arp_spa=10.0.1.5,"
+        f"arp_sha={MAC},actions=resubmit(,1)",
+        f"{head},priority=45000,in_port=one-7-1,ip,actions=drop",
+        f"{head},priority=45000,in_port=one-7-1,arp,actions=drop",
+        f"{head},priority=40000,in_port=one-7-1,dl_src={MAC},actions=resubmit(,1)",
+        f"{head},priority=39000,in_port=one-7-1,actions=drop"]
+    assert ovs_rules.anti_spoofing("7", nic(ip="")) == [  # no IP: the MAC only
+        f"{head},priority=40000,in_port=one-7-1,dl_src={MAC},actions=resubmit(,1)",
+        f"{head},priority=39000,in_port=one-7-1,actions=drop"]
+    assert ovs_rules.filters("7", nic()) == []  # nothing to filter toward it
+
+
+def test_filters_white_wins_black_drops_icmp_drops_established_passes() -> None:
+    flows = ovs_rules.filters("7", nic(VLAN="YES", VLAN_ID="100", WHITE_PORTS_TCP="22,80",
+                                       BLACK_PORTS_TCP="80", BLACK_PORTS_UDP="53",
+                                       ICMP="drop"))
+    body = [flow.split(",", 2)[2] for flow in flows]  # without cookie and table
+    to = f"dl_dst={MAC}"
+    assert all(flow.startswith("cookie=0x6e75000000070001,table=1,") for flow in flows)
+    assert body == [
+        f"priority=42000,ip,{to},ct_state=-trk,actions=ct(table=1,zone=100)",
+        f"priority=41000,ip,{to},ct_state=+trk+est,actions=NORMAL",
+        f"priority=41000,ip,{to},ct_state=+trk+rel,actions=NORMAL",
+        f"priority=40000,tcp,{to},tp_dst=22,actions=ct(commit,zone=100),NORMAL",
+        f"priority=40000,tcp,{to},tp_dst=80,actions=ct(commit,zone=100),NORMAL",
+        f"priority=39000,tcp,{to},actions=drop",
+        f"priority=40000,udp,{to},tp_dst=53,actions=drop",
+        f"priority=40000,icmp,{to},actions=drop",
+        f"priority=37000,ip,{to},actions=ct(commit,zone=100),NORMAL",
+        "priority=36000,in_port=one-7-1,ip,actions=ct(commit,zone=100),NORMAL"]
+
+
+def test_port_ranges_become_masks_covering_exactly_the_range() -> None:
+    assert ovs_rules.port_ranges("80") == ["80"]
+    assert ovs_rules.port_ranges("22:25") == ["0x16/0xfffe", "0x18/0xfffe"]
+    assert ovs_rules.port_ranges("0:65535") == ["0x0/0x0"]
+    for text in ("1000:1999", "1:1023", "443,8000:8080", "65535"):
+        found: set[int] = set()
+        for match in ovs_rules.port_ranges(text):
+            assert not found & covered(match)  # no overlaps
+            found |= covered(match)
+        wanted = set()
+        for part in text.split(","):
+            low, _, high = part.partition(":")
+            wanted |= set(range(int(low), int(high or low) + 1))
+        assert found == wanted, text
+
+
+def test_the_batch_replaces_the_nic_flows_in_one_transaction() -> None:
+    batch = ovs_rules.flow_batch("7", nic(ICMP="drop")).splitlines()
+    assert batch[0] == "delete cookie=0x6e75000000070001/-1"
+    assert batch[1:3] == [
+        "add cookie=0x6e75ffffffffffff,table=0,priority=1,actions=resubmit(,1)",
+        "add cookie=0x6e75ffffffffffff,table=1,priority=0,actions=NORMAL"]
+    assert len(batch) == 3 + 6 + 6 and all(line.startswith("add ") for line in batch[1:])
+
+
+@pytest.mark.parametrize(("attrs", "message"), [
+    ({"VLAN_TAGGED_ID": "100;200"}, "is not a list of VLAN ids"),
+    ({"VLAN_TAGGED_ID": "5000"}, "is not within 1-4094"),
+    ({"VLAN_TAGGED_ID": "20-10"}, "is not within 1-4094"),
+    ({"VLAN": "YES", "VLAN_ID": "4095"}, "is not an id from 1 to 4094"),
+])
+def test_bad_vlan_settings_are_refused(attrs: dict[str, str], message: str,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        ovs_rules.port_settings("7", nic(**attrs))
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert message in err and "ERROR MESSAGE" in err
+
+
+def test_bad_ports_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        ovs_rules.filters("7", nic(BLACK_PORTS_TCP="80;443"))
+    assert "is not a list of ports" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ovs_rules.port_ranges("90:80")
+    assert "90:80 is not a port or a port range" in capsys.readouterr().err
