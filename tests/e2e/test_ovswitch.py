@@ -205,8 +205,8 @@ def test_vlans_across_hosts_filters_and_cleanup(cloud: Cloud,
     assert cookie_flows(h1, vm_id) == []
     assert f"one-{vm_id}-0" not in h1.ovs("ovs-vsctl", "list-ports", BRIDGE).split()
 
-    for vm_id in guests.values():
-        cloud.call("one.vm.action", "cancel", vm_id)
+    cloud.call("one.vm.action", "shutdown", guests["A"])  # through the ACPI button
+    cloud.call("one.vm.action", "cancel", guests["B"])
     for vm_id in guests.values():
         cloud.nubo.wait_vm(vm_id, "DONE", timeout=BOOT)
     ports = h1.ovs("ovs-vsctl", "list-ports", BRIDGE).split()
