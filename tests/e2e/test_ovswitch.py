@@ -90,11 +90,15 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
                    f"tag={vlan}")
         h2.ovs("ovs-ofctl", "add-flow", BRIDGE, f"cookie={COUNTER:#x},priority=60000,"
                f"in_port={TRUNK},dl_vlan=100,actions=NORMAL")
-        yield made
+        try:
+            yield made
+        finally:  # the lab removes its own namespaces only
+            for extra in [ns(made, name) for name in NETWORKS] + [f"{made.lab.prefix}-spoof"]:
+                run("ip", "netns", "del", extra, check=False)
 
 
 def ns(cloud: Cloud, name: str) -> str:
-    return f"{cloud.lab.prefix}-ep{name}"  # under the lab's prefix: destroy() removes it
+    return f"{cloud.lab.prefix}-ep{name}"  # the prefix: a later lab reaps it if we die
 
 
 def web(cloud: Cloud, name: str, address: str) -> str:
