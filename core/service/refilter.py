@@ -1,5 +1,6 @@
 """Re-applying a running VM's network filtering when what it depends on changes: a rule
-of one of its security groups, or the Elastic IP associated with it.
+of one of its security groups, the members of a group its rules name as peer, or the
+Elastic IP associated with it.
 
 The network driver's `update_sg` action (OpenNebula 5's name) runs on the VM's host with
 the VM's current document; it replaces the rules `post` made. A VM that is not running
@@ -13,9 +14,8 @@ from collections.abc import Iterable
 from sqlmodel import Session, col, select
 
 from core.lifecycle import LcmState, Step, VmState
-from core.models import VM, Operation
+from core.models import VM, History, Operation
 from core.service.context import DISPATCHER, notify_after_commit, vm_log
-from core.service.transitions import last_history
 
 
 def request(session: Session, vm_ids: Iterable[int], reason: str) -> list[int]:
@@ -35,9 +35,10 @@ def request(session: Session, vm_ids: Iterable[int], reason: str) -> list[int]:
         assert vm.id is not None
         if vm.id in pending:
             continue
-        history = last_history(session, vm.id)
+        seq = session.exec(select(History.seq).where(History.vm_id == vm.id)
+                           .order_by(col(History.seq).desc())).first()
         session.add(Operation(vm_id=vm.id, step=Step.UPDATE_SG.value,
-                              seq=history.seq if history is not None else -1))
+                              seq=seq if seq is not None else -1))
         vm_log(session, vm.id, f"Queued driver work: {Step.UPDATE_SG.value} ({reason})")
         queued.append(vm.id)
     if queued:

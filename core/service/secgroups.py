@@ -238,17 +238,10 @@ def _users(s: Session, group_id: int) -> list[int]:
 
 
 def _concerned(s: Session, group: SecurityGroup) -> list[int]:
-    """VMs whose filtering depends on the group's rules: its members, and members of the
-    owner's groups whose rules name it as peer."""
+    """VMs whose filtering depends on the group's rules: its members (members of groups
+    that name it as peer depend on its members, not its rules: core.service.sgrules)."""
     assert group.id is not None
-    naming = {other.id for other in s.exec(select(SecurityGroup).where(
-        SecurityGroup.uid == group.uid))
-        if any(r.group == group.id for d in DIRECTIONS for r in rules_of(other, d))}
-    wanted = naming | {group.id}
-    query = select(VM).where(col(VM.state) != VmState.DONE,
-                             col(VM.template).contains(ATTRIBUTE))
-    return [vm.id for vm in s.exec(query) if vm.id is not None
-            and wanted.intersection(groups_of(vm.template))]
+    return _users(s, group.id)
 
 
 def delete_group(cloud: Cloud, caller: Caller, *, group_id: int) -> None:

@@ -22,6 +22,7 @@ from core import template
 from core.errors import InvalidRequest
 from core.lifecycle import VmState
 from core.models import VM, SecurityGroup
+from core.service import refilter
 from core.service.access import fetch
 from core.service.context import Caller
 from core.service.secgroups import ATTRIBUTE, DIRECTIONS, Rule, groups_of, rules_of
@@ -93,3 +94,21 @@ def _member_addresses(s: Session, groups: set[int]) -> dict[int, list[str]]:
         for g in mine:
             found[g].extend(ips)
     return found
+
+
+def membership_changed(s: Session, vm: VM, how: str) -> list[int]:
+    """`vm` joined its groups (created) or left them (ended): the VMs whose rules name one
+    of them as peer have a peer address more or less, so their filtering is re-applied.
+    Returns the VMs queued."""
+    groups = set(groups_of(vm.template))
+    if not groups:
+        return []
+    naming = {g.id for g in s.exec(select(SecurityGroup).where(SecurityGroup.uid == vm.uid))
+              if any(r.group in groups for d in DIRECTIONS for r in rules_of(g, d))}
+    if not naming:
+        return []
+    query = select(VM).where(col(VM.state).not_in(ENDED), col(VM.template).contains(ATTRIBUTE),
+                             col(VM.id) != vm.id)
+    dependents = [other.id for other in s.exec(query) if other.id is not None
+                  and naming.intersection(groups_of(other.template))]
+    return refilter.request(s, dependents, f"VM {vm.id} {how} a peer security group")

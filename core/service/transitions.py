@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select, update
 from core import hooks, lifecycle, template
 from core.lifecycle import LcmState, VmState
 from core.models import IMAGE_READY, IMAGE_USED, VM, History, Host, Image, Operation, now
-from core.service import vnets
+from core.service import sgrules, vnets
 from core.service.context import vm_log
 
 # When each LCM state is entered, which history timestamp starts or ends
@@ -53,6 +53,8 @@ def apply(session: Session, vm: VM, event: str, *, message: str | None = None) -
         vm.etime = stamp
         _release_images(session, vm)
         vnets.release_leases(session, vm)
+    if move.state in sgrules.ENDED and old_state not in sgrules.ENDED:
+        sgrules.membership_changed(session, vm, "left")
     if message is not None:
         vm.message = message
     elif move.state in (VmState.ACTIVE, VmState.PENDING, VmState.HOLD) and old_state != move.state:

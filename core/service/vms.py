@@ -195,6 +195,7 @@ def _create_one(s: Session, caller: Caller, base: template.Template, *, hold: bo
     sgrules.check(s, caller, tmpl)
     vnets.lease_nics(s, caller, tmpl, vm.id)
     vm.template = tmpl.dumps()
+    sgrules.membership_changed(s, vm, "joined")
     for image in used:
         s.execute(update(Image).where(col(Image.id) == image.id).values(
             running_vms=col(Image.running_vms) + 1, state=IMAGE_USED))

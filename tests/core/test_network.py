@@ -363,10 +363,33 @@ def test_rule_changes_refilter_the_vms_they_concern(cloud: Cloud) -> None:
         s.execute(update(Operation).values(status="done"))
     secgroups.authorize(cloud, alice, group_id=web, direction="ingress",
                         rules=[rule("tcp", 22, 22, cidr="10.0.0.0/8")])
-    assert refilters(cloud) == [in_web, in_app]  # not `stopped`, not `in_other`
+    # web's members only: app's rules name web's members, not web's rules
+    assert refilters(cloud) == [in_web]  # not `stopped`, not `in_other`
     log = [e.message for e in vms.vm_log_entries(cloud, alice, vm_id=in_web)]
     assert f"Queued driver work: update_sg (security group {web})" in log
     secgroups.revoke(cloud, alice, group_id=web, direction="ingress",
                      rules=[rule("tcp", 22, 22, cidr="10.0.0.0/8")])
-    assert refilters(cloud) == [in_web, in_app]  # one pending update_sg each is enough
+    assert refilters(cloud) == [in_web]  # one pending update_sg each is enough
     assert stopped not in refilters(cloud)
+
+
+def test_a_peer_group_gaining_or_losing_a_member_refilters_who_names_it(cloud: Cloud) -> None:
+    alice = user(cloud, "alice")
+    web = gid(secgroups.create(cloud, alice, name="web", description=""))
+    app = gid(secgroups.create(cloud, alice, name="app", description=""))
+    secgroups.authorize(cloud, alice, group_id=app, direction="ingress",
+                        rules=[rule("tcp", 80, 80, group=web)])  # app names web as peer
+    in_app, in_web = vm_with_groups(cloud, alice, [app]), vm_with_groups(cloud, alice, [web])
+    run(cloud, in_app)
+    run(cloud, in_web)
+    assert refilters(cloud) == []
+    joined = vm_with_groups(cloud, alice, [web])  # one peer address more for app
+    assert refilters(cloud) == [in_app]
+    log = [e.message for e in vms.vm_log_entries(cloud, alice, vm_id=in_app)]
+    assert f"Queued driver work: update_sg (VM {joined} joined a peer security group)" in log
+    with cloud.session() as s:
+        s.execute(update(Operation).values(status="done"))
+    vm_with_groups(cloud, alice, [app])  # nobody names app: nothing to do
+    assert refilters(cloud) == []
+    vms.act(cloud, alice, vm_id=joined, action="finalize")  # one fewer
+    assert refilters(cloud) == [in_app]
