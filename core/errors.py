@@ -46,6 +46,22 @@ class IdempotencyMismatch(Conflict):
     """A request token reused for a different request."""
 
 
+class LeaseTaken(Conflict):
+    """The network address asked for is already used or held."""
+
+
+class NoFreeLease(Conflict):
+    """The network has no free lease left."""
+
+
+class OutsideNetwork(InvalidRequest):
+    """The address asked for is not in the network's range."""
+
+
+class NotConfigured(InvalidRequest):
+    """A feature whose setting is missing (EC2_PUBLIC_NETWORK: no Elastic IPs)."""
+
+
 class CapacityExceeded(CloudError):
     pass
 

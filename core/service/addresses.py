@@ -6,7 +6,7 @@ Allocating holds a free lease of that network for the address (the network shows
 held; no NIC gets it) and releasing gives it back. Associating writes PUBLIC_IP = <ip>
 on the VM's first NIC, which the network drivers read from the VM document; the VM must
 have a NIC. A VM has at most one address: associating another one moves the first off
-it. An association ends with its VM (core.service.vnets.release_leases), and a running
+it. An association ends with its VM (core.service.leases.release_leases), and a running
 VM whose address changes gets its filtering re-applied (core.service.refilter). An
 address is released only when it is not associated, as AWS does for VPC addresses.
 """
@@ -16,16 +16,19 @@ from __future__ import annotations
 from sqlmodel import Session, col, delete, select
 
 from core import lifecycle, template
-from core.errors import Conflict, InvalidRequest, InvalidState, NotFound
+from core.errors import (
+    Conflict,
+    InvalidRequest,
+    InvalidState,
+    LeaseTaken,
+    NotConfigured,
+    NotFound,
+)
 from core.lifecycle import VmState
 from core.models import VM, Address, Tag, VNet
-from core.service import refilter, vnets
+from core.service import leases, refilter, vnets
 from core.service.access import ALL, fetch, restrict
 from core.service.context import Caller, Cloud, vm_log
-
-
-class NotConfigured(InvalidRequest):
-    """EC2_PUBLIC_NETWORK is not set or names no network: there are no Elastic IPs."""
 
 
 def _public_network(s: Session, cloud: Cloud) -> VNet:
@@ -42,13 +45,13 @@ def _public_network(s: Session, cloud: Cloud) -> VNet:
 
 def allocate(cloud: Cloud, caller: Caller, *, ip: str = "") -> Address:
     """Hold a free lease of the public network (or `ip`, if it is one and free) for a new
-    address. NotConfigured; vnets.NoFreeLease, vnets.LeaseTaken; InvalidRequest or
+    address. NotConfigured; NoFreeLease, LeaseTaken; InvalidRequest or
     NotFound for an `ip` the network does not have."""
     with cloud.session() as s:
         vnet = _public_network(s, cloud)
-        lease = vnets.hold_for_address(s, vnet, ip)
+        lease = leases.hold_for_address(s, vnet, ip)
         if s.exec(select(Address.id).where(Address.ip == lease.ip)).first() is not None:
-            raise vnets.LeaseTaken(f"the address {lease.ip} is already allocated")
+            raise LeaseTaken(f"the address {lease.ip} is already allocated")
         row = Address(uid=caller.uid, gid=caller.gid, ip=lease.ip, vnet_id=vnet.id)
         s.add(row)
         s.flush()
@@ -95,7 +98,7 @@ def _public_ip(s: Session, vm_id: int, row: Address, on: bool, what: str) -> Non
     vm = s.get(VM, vm_id, with_for_update=True)
     if vm is None:
         return
-    vm.template = vnets.set_public_ip(vm.template, row.ip if on else "")
+    vm.template = leases.set_public_ip(vm.template, row.ip if on else "")
     s.add(vm)
     vm_log(s, vm_id, f"Elastic IP {row.ip} {what}")
     refilter.request(s, [vm_id], f"elastic IP {row.ip}")
@@ -157,7 +160,7 @@ def release(cloud: Cloud, caller: Caller, *, address_id: int) -> None:
             raise Conflict(f"the address {row.ip} is associated with VM {row.vm_id}; "
                            "disassociate it first")
         if row.vnet_id is not None:
-            vnets.free_for_address(s, row.vnet_id, row.ip)
+            leases.free_for_address(s, row.vnet_id, row.ip)
         s.execute(delete(Tag).where(col(Tag.kind) == "address",
                                     col(Tag.object_id) == address_id))
         s.delete(row)

@@ -11,7 +11,7 @@ from core import template
 from core.errors import InvalidState, NotFound
 from core.lifecycle import VmState, state_name
 from core.models import VM
-from core.service import vnets
+from core.service import leases
 from core.service.access import fetch
 from core.service.context import Caller, Cloud, vm_log
 
@@ -34,7 +34,7 @@ def attach_nic(cloud: Cloud, caller: Caller, *, vm_id: int, network_id: int,
         used = [int(n["NIC_ID"]) for n in tmpl.vectors("NIC") if n.get("NIC_ID", "").isdigit()]
         nic_id = max(used, default=-1) + 1
         nic = {"NETWORK_ID": str(network_id)} | ({"IP": ip} if ip else {})
-        vnets.lease_nic(s, caller, nic, vm_id, nic_id)
+        leases.lease_nic(s, caller, nic, vm_id, nic_id)
         tmpl.add("NIC", nic)
         vm.template = tmpl.dumps()
         s.add(vm)
@@ -49,7 +49,7 @@ def detach_nic(cloud: Cloud, caller: Caller, *, vm_id: int, nic_id: int) -> None
         nic = next((n for n in tmpl.vectors("NIC") if n.get("NIC_ID") == str(nic_id)), None)
         if nic is None:
             raise NotFound("NIC", f"{nic_id} of VM {vm_id}")
-        vnets.release_lease(s, vm_id, nic)
+        leases.release_lease(s, vm_id, nic)
         tmpl.attrs = [(k, v) for k, v in tmpl.attrs if v is not nic]
         vm.template = tmpl.dumps()
         s.add(vm)

@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select, update
 from core import hooks, lifecycle, template
 from core.lifecycle import LcmState, VmState
 from core.models import IMAGE_READY, IMAGE_USED, VM, History, Host, Image, Operation, now
-from core.service import sgrules, vnets
+from core.service import leases, sgrules
 from core.service.context import vm_log
 
 # When each LCM state is entered, which history timestamp starts or ends
@@ -52,7 +52,7 @@ def apply(session: Session, vm: VM, event: str, *, message: str | None = None) -
     if move.state == VmState.DONE:
         vm.etime = stamp
         _release_images(session, vm)
-        vnets.release_leases(session, vm)
+        leases.release_leases(session, vm)
     if move.state in sgrules.ENDED and old_state not in sgrules.ENDED:
         sgrules.membership_changed(session, vm, "left")
     if message is not None:

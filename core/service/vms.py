@@ -36,7 +36,7 @@ from core.models import (
 )
 from core.service import disks as disks_service
 from core.service import images as image_service
-from core.service import sgrules, tokens, vnets
+from core.service import leases, sgrules, tokens
 from core.service import templates as template_service
 from core.service.access import ALL, fetch, id_range, restrict
 from core.service.context import DISPATCHER, SCHEDULER, Caller, Cloud, vm_log
@@ -193,7 +193,7 @@ def _create_one(s: Session, caller: Caller, base: template.Template, *, hold: bo
         tmpl.set("NAME", vm.name)
     tmpl.set("VMID", str(vm.id))
     sgrules.check(s, caller, tmpl)
-    vnets.lease_nics(s, caller, tmpl, vm.id)
+    leases.lease_nics(s, caller, tmpl, vm.id)
     vm.template = tmpl.dumps()
     sgrules.membership_changed(s, vm, "joined")
     for image in used:

@@ -6,16 +6,10 @@ or on hold. A FIXED network lists its leases (LEASES = [ IP = ..., MAC = ... ]);
 rows exist while the network does. A lease in use names its VM; a held lease has VM -1.
 MACs follow OpenNebula's convention: 02:00 followed by the four bytes of the IP.
 
-A VM's NIC = [ NETWORK_ID = n | NETWORK = name, IP = optional ] gets its lease when the
-VM is created (`lease_nics`), in the same transaction, and gives it back when the VM is
-DONE (`release_leases`). The network row is locked while a lease is picked, so two VMs
-never get the same address (on PostgreSQL too). A NIC may use the caller's own networks
-(any, for an admin) and networks whose template says PUBLIC = YES (OpenNebula 3.0's
-published networks), which every user may lease from but only the owner changes.
-
-An Elastic IP (core.service.addresses) is a lease of the public network held for its
-Address row (`hold_for_address`): it shows as held, no NIC gets it, and neither
-`release` nor deleting the network takes it from the address.
+A NIC may use the caller's own networks (any, for an admin) and networks whose template
+says PUBLIC = YES (OpenNebula 3.0's published networks), which every user may lease from
+but only the owner changes. How NICs and Elastic IPs take leases: core.service.leases.
+A lease held for an Elastic IP is neither released nor deleted with its network here.
 """
 
 from __future__ import annotations
@@ -23,11 +17,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from sqlmodel import Session, col, delete, select, update
+from sqlmodel import Session, col, delete, select
 
 from core import template
-from core.errors import Conflict, Forbidden, InvalidRequest, NotFound
-from core.models import ADMIN_GROUP_ID, VM, Address, Lease, VNet
+from core.errors import Conflict, InvalidRequest, NotFound, OutsideNetwork
+from core.models import ADMIN_GROUP_ID, Address, Lease, VNet
 from core.service.access import ALL, fetch, id_range, restrict
 from core.service.context import Caller, Cloud
 
@@ -35,22 +29,6 @@ RANGED, FIXED = 0, 1
 HELD = -1
 SIZES = {"A": 1 << 24, "B": 1 << 16, "C": 256}
 MAX_RANGE = 1 << 24
-# attributes of the network a NIC carries along (for the network drivers)
-NIC_COPIES = ("BRIDGE", "PHYDEV", "VLAN", "VLAN_ID", "VLAN_TAGGED_ID", "VXLAN_MC",
-              "WHITE_PORTS_TCP", "WHITE_PORTS_UDP", "BLACK_PORTS_TCP", "BLACK_PORTS_UDP", "ICMP",
-              "NETWORK_MASK", "GATEWAY", "DNS")
-
-
-class LeaseTaken(Conflict):
-    """The address asked for is already used or held."""
-
-
-class NoFreeLease(Conflict):
-    """The network has no free lease left."""
-
-
-class OutsideNetwork(InvalidRequest):
-    """The address asked for is not in the network's range."""
 
 
 def mac_of(ip: str) -> str:
@@ -58,7 +36,7 @@ def mac_of(ip: str) -> str:
     return "02:00:" + ":".join(f"{b:02x}" for b in ipaddress.IPv4Address(ip).packed)
 
 
-def _ip(text: str, what: str) -> ipaddress.IPv4Address:
+def parse_ip(text: str, what: str) -> ipaddress.IPv4Address:
     try:
         return ipaddress.IPv4Address(text.strip())
     except ValueError:
@@ -96,9 +74,9 @@ def address_range(tmpl: template.Template) -> tuple[int, int]:
     net = network_of(tmpl)
     first, last = int(net.network_address) + 1, int(net.broadcast_address) - 1
     if tmpl.get("IP_START"):
-        first = max(first, int(_ip(tmpl.get("IP_START") or "", "IP_START")))
+        first = max(first, int(parse_ip(tmpl.get("IP_START") or "", "IP_START")))
     if tmpl.get("IP_END"):
-        last = min(last, int(_ip(tmpl.get("IP_END") or "", "IP_END")))
+        last = min(last, int(parse_ip(tmpl.get("IP_END") or "", "IP_END")))
     if first > last:
         raise InvalidRequest("the network's address range is empty")
     return first, last
@@ -133,7 +111,7 @@ def _fixed_leases(tmpl: template.Template) -> list[tuple[str, str]]:
     for lease in tmpl.vectors("LEASES"):
         if "IP" not in lease:
             raise InvalidRequest("each LEASES vector needs an IP")
-        ip = str(_ip(lease["IP"], "LEASES IP"))
+        ip = str(parse_ip(lease["IP"], "LEASES IP"))
         found.append((ip, lease.get("MAC", "").lower() or mac_of(ip)))
     return found
 
@@ -170,7 +148,7 @@ def create_vnet(cloud: Cloud, caller: Caller, *, text: str) -> int:
 def get_vnet(cloud: Cloud, caller: Caller, *, vnet_id: int) -> tuple[VNet, list[Lease]]:
     with cloud.session() as s:
         vnet = fetch(s, VNet, vnet_id, caller, "virtual network")
-        return vnet, _leases(s, [vnet_id]).get(vnet_id, [])
+        return vnet, leases_by_network(s, [vnet_id]).get(vnet_id, [])
 
 
 def list_vnets(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1,
@@ -178,7 +156,7 @@ def list_vnets(cloud: Cloud, caller: Caller, *, flag: int = ALL, start: int = -1
     with cloud.session() as s:
         query = id_range(restrict(select(VNet), VNet, caller, flag), VNet, start, end)
         rows = list(s.exec(query.order_by(col(VNet.id))))
-        leases = _leases(s, [r.id for r in rows if r.id is not None])
+        leases = leases_by_network(s, [r.id for r in rows if r.id is not None])
         return [(r, leases.get(r.id or 0, [])) for r in rows]
 
 
@@ -191,7 +169,7 @@ def usable_vnets(cloud: Cloud, caller: Caller) -> list[tuple[VNet, list[Lease]]]
             query = query.where((col(VNet.uid) == caller.uid)
                                 | col(VNet.template).contains("PUBLIC"))
         rows = [r for r in s.exec(query.order_by(col(VNet.id))) if usable(r, caller)]
-        leases = _leases(s, [r.id for r in rows if r.id is not None])
+        leases = leases_by_network(s, [r.id for r in rows if r.id is not None])
         return [(r, leases.get(r.id or 0, [])) for r in rows]
 
 
@@ -253,7 +231,7 @@ def find_vnet(cloud: Cloud, caller: Caller, *, ref: str) -> int:
         return int(row.id)
 
 
-def _leases(s: Session, vnet_ids: Sequence[int]) -> dict[int, list[Lease]]:
+def leases_by_network(s: Session, vnet_ids: Sequence[int]) -> dict[int, list[Lease]]:
     found: dict[int, list[Lease]] = {}
     if vnet_ids:
         query = select(Lease).where(col(Lease.vnet_id).in_(list(vnet_ids)))
@@ -291,7 +269,7 @@ def add_leases(cloud: Cloud, caller: Caller, *, vnet_id: int, text: str) -> None
         vnet = fetch(s, VNet, vnet_id, caller, "virtual network", lock=True)
         if vnet.type != FIXED:
             raise InvalidRequest(f"network {vnet.name} is RANGED: leases come from its range")
-        have = {lease.ip for lease in _leases(s, [vnet_id]).get(vnet_id, [])}
+        have = {lease.ip for lease in leases_by_network(s, [vnet_id]).get(vnet_id, [])}
         for ip, mac in _lease_ips(text):
             if ip in have:
                 raise Conflict(f"network {vnet.name} already has the lease {ip}")
@@ -324,7 +302,7 @@ def hold(cloud: Cloud, caller: Caller, *, vnet_id: int, text: str, on: bool = Tr
                 if lease is not None and lease.vm_id is not None:
                     raise Conflict(f"lease {ip} is already {'held' if lease.vm_id == HELD else 'used'}")
                 if lease is None:
-                    _in_range(vnet, tmpl, ip)
+                    check_in_range(vnet, tmpl, ip)
                     lease = Lease(vnet_id=vnet_id, ip=ip, mac=mac)
                 lease.vm_id = HELD
                 s.add(lease)
@@ -334,33 +312,14 @@ def hold(cloud: Cloud, caller: Caller, *, vnet_id: int, text: str, on: bool = Tr
                 if _address_of(s, vnet_id, ip) is not None:
                     raise Conflict(f"lease {ip} is held for an Elastic IP: release the "
                                    "address instead")
-                _free(s, vnet, lease)
+                free_lease(s, vnet, lease)
 
 
 def _address_of(s: Session, vnet_id: int, ip: str) -> Address | None:
     return s.exec(select(Address).where(Address.vnet_id == vnet_id, Address.ip == ip)).first()
 
 
-def hold_for_address(s: Session, vnet: VNet, ip: str = "") -> Lease:
-    """Hold a free lease of the (locked) network for an Elastic IP: `ip`, or the first
-    free one. LeaseTaken, NoFreeLease, or InvalidRequest/NotFound for an address the
-    network does not have."""
-    lease = _pick(s, vnet, ip)
-    lease.vm_id = HELD
-    s.add(lease)
-    return lease
-
-
-def free_for_address(s: Session, vnet_id: int, ip: str) -> None:
-    """The lease an Elastic IP held goes back to its network."""
-    vnet = s.get(VNet, vnet_id, with_for_update=True)
-    lease = s.exec(select(Lease).where(Lease.vnet_id == vnet_id, Lease.ip == ip,
-                                       Lease.vm_id == HELD)).first()
-    if vnet is not None and lease is not None:
-        _free(s, vnet, lease)
-
-
-def _in_range(vnet: VNet, tmpl: template.Template, ip: str) -> None:
+def check_in_range(vnet: VNet, tmpl: template.Template, ip: str) -> None:
     if vnet.type == FIXED:
         raise NotFound("lease", f"{ip} in network {vnet.name}")
     first, last = address_range(tmpl)
@@ -368,110 +327,9 @@ def _in_range(vnet: VNet, tmpl: template.Template, ip: str) -> None:
         raise OutsideNetwork(f"{ip} is outside network {vnet.name}'s range")
 
 
-def _free(s: Session, vnet: VNet, lease: Lease) -> None:
+def free_lease(s: Session, vnet: VNet, lease: Lease) -> None:
     if vnet.type == RANGED:
         s.delete(lease)
     else:
         lease.vm_id = None
         s.add(lease)
-
-
-# --- NICs ---
-
-def lease_nics(s: Session, caller: Caller, tmpl: template.Template, vm_id: int) -> None:
-    """Give each NIC of a new VM its lease and the network's attributes."""
-    for index, nic in enumerate(tmpl.vectors("NIC")):
-        lease_nic(s, caller, nic, vm_id, index)
-
-
-def lease_nic(s: Session, caller: Caller, nic: dict[str, str], vm_id: int, nic_id: int) -> None:
-    """One NIC's lease (NETWORK_ID or NETWORK, optional IP) and the network's attributes."""
-    if nic.get("NETWORK_ID", "").isdigit():
-        vnet = s.get(VNet, int(nic["NETWORK_ID"]), with_for_update=True)
-        if vnet is None:
-            raise NotFound("virtual network", nic["NETWORK_ID"])
-        if not usable(vnet, caller):
-            raise Forbidden(f"user {caller.name} is not authorized to use virtual network "
-                            f"{vnet.id}")
-    elif nic.get("NETWORK"):
-        named = select(VNet).where(VNet.name == nic["NETWORK"]).order_by(col(VNet.id))
-        found = next((v for v in s.exec(named) if caller.owns(v.uid)), None) or next(
-            (v for v in s.exec(named) if is_public(v)), None)  # own before published
-        if found is None:
-            raise NotFound("virtual network", nic["NETWORK"])
-        vnet = s.get(VNet, found.id, with_for_update=True) or found
-    else:
-        raise InvalidRequest(f"NIC {nic_id} needs NETWORK_ID or NETWORK")
-    if is_down(vnet):
-        raise Conflict(f"network {vnet.name} is down: it gives no new leases")
-    lease = _pick(s, vnet, nic.get("IP", ""))
-    lease.vm_id = vm_id
-    s.add(lease)
-    net = template.parse(vnet.template)
-    nic.update(NETWORK=vnet.name, NETWORK_ID=str(vnet.id), IP=lease.ip, MAC=lease.mac,
-               BRIDGE=vnet.bridge, NIC_ID=str(nic_id))
-    for name in NIC_COPIES[1:]:
-        value = net.get(name)
-        if value and name not in nic:
-            nic[name] = value
-    if vnet.vlan:
-        nic["VLAN"] = "YES"
-
-
-def release_lease(s: Session, vm_id: int, nic: dict[str, str]) -> None:
-    """The lease of one NIC goes back to its network."""
-    lease = s.exec(select(Lease).where(Lease.vm_id == vm_id, Lease.ip == nic.get("IP", ""),
-                                       Lease.vnet_id == int(nic.get("NETWORK_ID") or -1))).first()
-    vnet = s.get(VNet, lease.vnet_id) if lease is not None else None
-    if lease is not None and vnet is not None:
-        _free(s, vnet, lease)
-
-
-def _pick(s: Session, vnet: VNet, wanted: str) -> Lease:
-    assert vnet.id is not None
-    rows = {lease.ip: lease for lease in _leases(s, [vnet.id]).get(vnet.id, [])}
-    if wanted:
-        ip = str(_ip(wanted, "NIC IP"))
-        lease = rows.get(ip)
-        if lease is not None and lease.vm_id is not None:
-            raise LeaseTaken(f"{ip} of network {vnet.name} is already in use")
-        if lease is None:
-            _in_range(vnet, template.parse(vnet.template), ip)
-            lease = Lease(vnet_id=vnet.id, ip=ip, mac=mac_of(ip))
-        return lease
-    if vnet.type == FIXED:
-        for lease in rows.values():
-            if lease.vm_id is None:
-                return lease
-    else:
-        first, last = address_range(template.parse(vnet.template))
-        taken = {int(ipaddress.IPv4Address(ip)) for ip in rows}
-        for number in range(first, last + 1):
-            if number not in taken:
-                ip = str(ipaddress.IPv4Address(number))
-                return Lease(vnet_id=vnet.id, ip=ip, mac=mac_of(ip))
-    raise NoFreeLease(f"network {vnet.name} has no free lease left")
-
-
-def release_leases(s: Session, vm: VM) -> None:
-    """A VM that is DONE gives its leases back, and the Elastic IP associated with it
-    leaves it (the address stays its owner's)."""
-    for lease in s.exec(select(Lease).where(Lease.vm_id == vm.id)):
-        vnet = s.get(VNet, lease.vnet_id)
-        if vnet is not None:
-            _free(s, vnet, lease)
-    s.execute(update(Address).where(col(Address.vm_id) == vm.id).values(vm_id=None))
-    vm.template = set_public_ip(vm.template, "")
-
-
-def set_public_ip(vm_template: str, ip: str) -> str:
-    """The VM template with PUBLIC_IP = `ip` on its first NIC (none anywhere for "")."""
-    tmpl = template.parse(vm_template)
-    found = tmpl.vectors("NIC")
-    if not any("PUBLIC_IP" in nic for nic in found) and not ip:
-        return vm_template
-    for index, nic in enumerate(found):
-        nic.pop("PUBLIC_IP", None)
-        if ip and index == 0:
-            nic["PUBLIC_IP"] = ip
-    return tmpl.dumps()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlmodel import col, select, update
 
-from core import template
+from core import errors, template
 from core.errors import (
     Conflict,
     Forbidden,
@@ -218,13 +218,13 @@ def test_addresses_are_held_leases_of_the_public_network(cloud: Cloud) -> None:
     with pytest.raises(Conflict, match="Elastic IP"):
         vnets.delete_vnet(cloud, ADMIN, vnet_id=public)
     assert addresses.allocate(cloud, alice, ip="192.0.2.5").ip == "192.0.2.5"
-    with pytest.raises(vnets.LeaseTaken):
+    with pytest.raises(errors.LeaseTaken):
         addresses.allocate(cloud, alice, ip="192.0.2.5")
-    with pytest.raises(vnets.OutsideNetwork):
+    with pytest.raises(errors.OutsideNetwork):
         addresses.allocate(cloud, alice, ip="203.0.113.5")
     got = [addresses.allocate(cloud, alice).ip for _ in range(3)]
     assert got == ["192.0.2.3", "192.0.2.4", "192.0.2.6"]
-    with pytest.raises(vnets.NoFreeLease):
+    with pytest.raises(errors.NoFreeLease):
         addresses.allocate(cloud, alice)
     addresses.release(cloud, alice, address_id=second.id or 0)
     assert "192.0.2.2" not in held(cloud)
@@ -235,13 +235,13 @@ def test_addresses_are_held_leases_of_the_public_network(cloud: Cloud) -> None:
 def test_no_public_network_no_addresses(cloud: Cloud) -> None:
     alice = user(cloud, "alice")
     cloud.config.ec2_public_network = ""
-    with pytest.raises(addresses.NotConfigured, match="not set"):
+    with pytest.raises(errors.NotConfigured, match="not set"):
         addresses.allocate(cloud, alice)
     cloud.config.ec2_public_network = "nowhere"
-    with pytest.raises(addresses.NotConfigured, match="nowhere"):
+    with pytest.raises(errors.NotConfigured, match="nowhere"):
         addresses.allocate(cloud, alice)
     vnets.create_vnet(cloud, alice, text="NAME = nowhere\nNETWORK_ADDRESS = 10.7.0.0/24")
-    with pytest.raises(addresses.NotConfigured):  # a user's network is not the operator's
+    with pytest.raises(errors.NotConfigured):  # a user's network is not the operator's
         addresses.allocate(cloud, alice)
     cloud.config.ec2_public_network = str(vnets.find_vnet(cloud, ADMIN, ref="public"))
     assert addresses.allocate(cloud, alice).ip == "192.0.2.1"  # an id does too

@@ -17,10 +17,10 @@ from apis.ec2 import filters, ids, views
 from apis.ec2.actions import Context, action
 from apis.ec2.actions.network import owner_id, tags_for
 from apis.ec2.errors import Ec2Error, invalid_value, missing_parameter
-from core import template
+from core import errors, template
 from core.errors import Conflict, Forbidden, InvalidRequest, InvalidState, NotFound
 from core.models import Address
-from core.service import addresses, tags, vms, vnets
+from core.service import addresses, tags, vms
 from core.service.access import MINE
 
 ADDRESS_FILTERS = {name: filters.field(member) for name, member in {
@@ -102,9 +102,9 @@ def allocate_address(ctx: Context, p: dict[str, Any]) -> dict[str, Any]:
     ctx.commit_point()
     try:
         row = addresses.allocate(ctx.cloud, ctx.caller, ip=p.get("Address") or "")
-    except addresses.NotConfigured as exc:
+    except errors.NotConfigured as exc:
         raise Ec2Error("Unsupported", str(exc)) from None
-    except vnets.NoFreeLease as exc:
+    except errors.NoFreeLease as exc:
         raise Ec2Error("AddressLimitExceeded", str(exc)) from None
     except (Conflict, InvalidRequest, NotFound) as exc:
         raise invalid_value("Address", p.get("Address"), str(exc)) from None

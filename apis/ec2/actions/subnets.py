@@ -16,6 +16,7 @@ from typing import Any
 from apis.ec2 import filters, ids, pages, views
 from apis.ec2.actions import Context, action
 from apis.ec2.errors import Ec2Error, invalid_value
+from core import errors
 from core.errors import CloudError, NotFound
 from core.models import Lease, VNet
 from core.service import vnets
@@ -171,12 +172,12 @@ def launch_nics(ctx: Context, p: Mapping[str, Any]) -> list[dict[str, str]]:
 def nic_error(exc: CloudError, nics: Sequence[Mapping[str, str]]) -> Ec2Error | None:
     """The EC2 error for a NIC that got no lease, or None if `exc` is not one."""
     ip = next((nic["IP"] for nic in nics if nic.get("IP")), "")
-    if isinstance(exc, vnets.NoFreeLease):
+    if isinstance(exc, errors.NoFreeLease):
         return Ec2Error("InsufficientFreeAddressesInSubnet", "The specified subnet does not "
                         f"have enough free addresses to satisfy the request ({exc})")
-    if isinstance(exc, vnets.LeaseTaken):
+    if isinstance(exc, errors.LeaseTaken):
         return Ec2Error("InvalidIPAddress.InUse", f"Address {ip} is in use.")
-    if isinstance(exc, vnets.OutsideNetwork) or isinstance(exc, NotFound) and exc.kind == "lease":
+    if isinstance(exc, errors.OutsideNetwork) or isinstance(exc, NotFound) and exc.kind == "lease":
         return invalid_value("PrivateIpAddress", ip,
                              "it does not fall within the subnet's address range")
     if isinstance(exc, NotFound) and exc.kind == "virtual network" \
