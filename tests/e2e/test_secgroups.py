@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
+from tests.apis.ec2.test_boto3 import client, keys
 from tests.e2e.labcloud import Cloud, qemu_cloud, wait_until
 from tests.guest import guest_os
 
@@ -37,12 +36,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
 
 
 def ec2(cloud: Cloud) -> Any:
-    ok, pair, _ = cloud.nubo.rpc().one.user.ec2keys(cloud.nubo.session, 0)
-    assert ok, pair
-    return boto3.client("ec2", endpoint_url=f"http://127.0.0.1:{cloud.nubo.port}",
-                        region_name="us-east-1", aws_access_key_id=pair[0],
-                        aws_secret_access_key=pair[1],
-                        config=Config(retries={"max_attempts": 1}))
+    return client(cloud.nubo, keys(cloud.nubo, 0))
 
 
 def core_id(group_id: str) -> int:

@@ -19,8 +19,8 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-from botocore.config import Config
 
+from tests.apis.ec2.test_boto3 import client, keys
 from tests.hybrid.proxy import HoldingProxy
 from tests.live import FAST_CONF, LiveNubo, call, wait_until
 from tests.moto import MotoServer
@@ -74,12 +74,7 @@ class Region:
         return int(self.call("one.vm.allocate", text))
 
     def nubo_ec2(self) -> Any:
-        ok, pair, _ = self.nubo.rpc().one.user.ec2keys(self.nubo.session, 0)
-        assert ok, pair
-        return boto3.client("ec2", endpoint_url=f"http://127.0.0.1:{self.nubo.port}",
-                            region_name="us-east-1", aws_access_key_id=pair[0],
-                            aws_secret_access_key=pair[1],
-                            config=Config(retries={"max_attempts": 1}))
+        return client(self.nubo, keys(self.nubo, 0))
 
 
 @pytest.fixture(scope="module")
