@@ -1,7 +1,8 @@
 """The ovswitch network driver's makers (drivers/remotes/lib/ovs_rules.py) on their own:
-port settings (tag, trunks), the flows of a NIC with their cookie, port lists as OpenFlow
-masks, and bad input refused. The flows themselves switch real traffic in
-tests/e2e/test_ovswitch.py."""
+port settings (tag, trunks), the flows of a NIC with their cookie (anti-spoofing, security
+groups, port filters), port lists as OpenFlow masks, and bad input refused. The flows
+themselves switch real traffic in tests/e2e/test_ovswitch.py and
+tests/e2e/test_ovs_secgroups.py."""
 
 from __future__ import annotations
 
@@ -20,6 +21,17 @@ MAC = "02:00:0a:00:01:05"
 
 def nic(ip: str = "10.0.1.5", **attrs: str) -> vnm_common.Nic:
     return vnm_common.Nic("1", "one-7-1", MAC, ip, "3", "ovsbr0", attrs)
+
+
+def grouped(*rules: dict[str, str], **attrs: str) -> vnm_common.Nic:
+    """A NIC of a VM in security groups, with these SECURITY_GROUP_RULE vectors."""
+    return vnm_common.Nic("1", "one-7-1", MAC, "10.0.1.5", "3", "ovsbr0", attrs, True, rules)
+
+
+def rule(direction: str, protocol: str, network: str = "0.0.0.0/0", **more: str
+         ) -> dict[str, str]:
+    return {"SECURITY_GROUP_ID": "4", "SECURITY_GROUP_NAME": "web", "RULE_TYPE": direction,
+            "PROTOCOL": protocol, "NETWORK": network, **more}
 
 
 def covered(match: str) -> set[int]:
@@ -74,9 +86,9 @@ def test_filters_white_wins_black_drops_icmp_drops_established_passes() -> None:
                                        ICMP="drop"))
     body = [flow.split(",", 2)[2] for flow in flows]  # without cookie and table
     to = f"dl_dst={MAC}"
-    assert all(flow.startswith("cookie=0x6e75000000070001,table=1,") for flow in flows)
+    assert all(flow.startswith("cookie=0x6e75000000070001,table=3,") for flow in flows)
     assert body == [
-        f"priority=42000,ip,{to},ct_state=-trk,actions=ct(table=1,zone=100)",
+        f"priority=42000,ip,{to},ct_state=-trk,actions=ct(table=3,zone=100)",
         f"priority=41000,ip,{to},ct_state=+trk+est,actions=NORMAL",
         f"priority=41000,ip,{to},ct_state=+trk+rel,actions=NORMAL",
         f"priority=40000,tcp,{to},tp_dst=22,actions=ct(commit,zone=100),NORMAL",
@@ -107,10 +119,16 @@ def test_port_ranges_become_masks_covering_exactly_the_range() -> None:
 def test_the_batch_replaces_the_nic_flows_in_one_transaction() -> None:
     batch = ovs_rules.flow_batch("7", nic(ICMP="drop")).splitlines()
     assert batch[0] == "delete cookie=0x6e75000000070001/-1"
-    assert batch[1:3] == [
+    assert batch[1:5] == [
         "add cookie=0x6e75ffffffffffff,table=0,priority=1,actions=resubmit(,1)",
-        "add cookie=0x6e75ffffffffffff,table=1,priority=0,actions=NORMAL"]
-    assert len(batch) == 3 + 6 + 6 and all(line.startswith("add ") for line in batch[1:])
+        "add cookie=0x6e75ffffffffffff,table=1,priority=0,actions=resubmit(,2)",
+        "add cookie=0x6e75ffffffffffff,table=2,priority=0,actions=resubmit(,3)",
+        "add cookie=0x6e75ffffffffffff,table=3,priority=0,actions=NORMAL"]
+    assert len(batch) == 5 + 6 + 6 and all(line.startswith("add ") for line in batch[1:])
+    with_groups = ovs_rules.flow_batch("7", grouped(rule("inbound", "TCP", RANGE="80:80"),
+                                                    ICMP="drop")).splitlines()
+    assert len(with_groups) == 5 + 6 + (3 + 0 + 1) + (3 + 1 + 1) + 6  # no outbound rule
+    assert with_groups[0] == batch[0]  # one cookie: the groups' flows replaced with the rest
 
 
 @pytest.mark.parametrize(("attrs", "message"), [
@@ -135,3 +153,90 @@ def test_bad_ports_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         ovs_rules.port_ranges("90:80")
     assert "90:80 is not a port or a port range" in capsys.readouterr().err
+
+
+def test_security_groups_become_flows_from_and_to_the_nic() -> None:
+    flows = ovs_rules.groups("7", grouped(
+        rule("inbound", "TCP", "10.0.0.99/32", RANGE="80:80"),
+        rule("inbound", "TCP", RANGE="22:25"),
+        rule("inbound", "UDP", "192.168.7.9/16", RANGE="0:65535"),
+        rule("inbound", "ICMP", ICMP_TYPE="8", ICMP_CODE="0"),
+        rule("inbound", "ICMP", "10.9.0.0/24"),
+        rule("inbound", "47"),
+        rule("inbound", "ALL", "10.0.0.99/32"),
+        rule("inbound", "TCP", "10.0.0.99/32", RANGE="80:80"),  # again (another group)
+        rule("inbound", "TCP", "fd00::/64", RANGE="80:80"),  # IPv6: skipped
+        rule("inbound", "ICMPV6"),  # skipped
+        rule("outbound", "ALL"),
+        rule("outbound", "TCP", "10.1.0.0/16", RANGE="443:443"),
+        VLAN="YES", VLAN_ID="100"))
+    assert all(flow.startswith("cookie=0x6e75000000070001,table=") for flow in flows)
+    body = [flow.split(",", 1)[1] for flow in flows]  # without the cookie
+    tap, to = "in_port=one-7-1", f"dl_dst={MAC}"
+    assert body == [
+        f"table=1,priority=42000,ip,{tap},ct_state=-trk,actions=ct(table=1,zone=100)",
+        f"table=1,priority=41000,ip,{tap},ct_state=+trk+est,actions=resubmit(,2)",
+        f"table=1,priority=41000,ip,{tap},ct_state=+trk+rel,actions=resubmit(,2)",
+        f"table=1,priority=40000,ip,{tap},actions=resubmit(,2)",
+        f"table=1,priority=40000,tcp,{tap},nw_dst=10.1.0.0/16,tp_dst=443,actions=resubmit(,2)",
+        f"table=1,priority=39000,ip,{tap},actions=drop",
+        f"table=2,priority=42000,ip,{to},ct_state=-trk,actions=ct(table=2,zone=100)",
+        f"table=2,priority=41000,ip,{to},ct_state=+trk+est,actions=resubmit(,3)",
+        f"table=2,priority=41000,ip,{to},ct_state=+trk+rel,actions=resubmit(,3)",
+        f"table=2,priority=40000,tcp,{to},nw_src=10.0.0.99/32,tp_dst=80,actions=resubmit(,3)",
+        f"table=2,priority=40000,tcp,{to},tp_dst=0x16/0xfffe,actions=resubmit(,3)",
+        f"table=2,priority=40000,tcp,{to},tp_dst=0x18/0xfffe,actions=resubmit(,3)",
+        f"table=2,priority=40000,udp,{to},nw_src=192.168.0.0/16,actions=resubmit(,3)",
+        f"table=2,priority=40000,icmp,{to},icmp_type=8,icmp_code=0,actions=resubmit(,3)",
+        f"table=2,priority=40000,icmp,{to},nw_src=10.9.0.0/24,actions=resubmit(,3)",
+        f"table=2,priority=40000,ip,{to},nw_proto=47,actions=resubmit(,3)",
+        f"table=2,priority=40000,ip,{to},nw_src=10.0.0.99/32,actions=resubmit(,3)",
+        f"table=2,priority=39000,ip,{to},actions=drop"]
+
+
+def test_a_group_without_rules_lets_only_established_traffic_through() -> None:
+    body = [flow.split(",", 1)[1] for flow in ovs_rules.groups("7", grouped())]
+    assert [flow for flow in body if "priority=40000" in flow] == []
+    assert body[-1] == f"table=2,priority=39000,ip,dl_dst={MAC},actions=drop"
+    assert "ct(table=1,zone=0)" in body[0]  # untagged: zone 0
+    assert len(body) == 2 * 4
+    icmp = ovs_rules.groups("7", grouped(rule("inbound", "ICMP", ICMP_TYPE="3")))
+    assert f"icmp,dl_dst={MAC},icmp_type=3,actions=resubmit(,3)" in icmp[-2]
+
+
+def test_port_filters_follow_the_groups_and_commit_what_passed() -> None:
+    """A grouped NIC without port filters still gets table 3's connection tracking and
+    commits; a NIC of a VM in no group gets no group flows."""
+    assert ovs_rules.groups("7", nic(WHITE_PORTS_TCP="80")) == []
+    body = [flow.split(",", 2)[2] for flow in ovs_rules.filters("7", grouped())]
+    to = f"dl_dst={MAC}"
+    assert body == [
+        f"priority=42000,ip,{to},ct_state=-trk,actions=ct(table=3,zone=0)",
+        f"priority=41000,ip,{to},ct_state=+trk+est,actions=NORMAL",
+        f"priority=41000,ip,{to},ct_state=+trk+rel,actions=NORMAL",
+        f"priority=37000,ip,{to},actions=ct(commit,zone=0),NORMAL",
+        "priority=36000,in_port=one-7-1,ip,actions=ct(commit,zone=0),NORMAL"]
+    both = ovs_rules.flows("7", grouped(rule("inbound", "ICMP"), ICMP="drop"))
+    tables = [flow.split(",")[1] for flow in both]
+    assert tables == sorted(tables)  # anti-spoofing, groups out, groups in, port filters
+    assert f"priority=40000,icmp,{to},actions=drop" in both[-3]  # ICMP = drop still drops
+
+
+@pytest.mark.parametrize(("vector", "message"), [
+    (rule("inbound", "TCP", "10.0.0.300/32", RANGE="80:80"), "is not an address block"),
+    (rule("inbound", "TCP", RANGE="80"), "is not a port range a:b"),
+    (rule("inbound", "UDP", RANGE="80-90"), "is not a port range a:b"),
+    (rule("inbound", "TCP", RANGE="90:80"), "90:80 is not a port or a port range"),
+    (rule("outbound", "TCP", RANGE="0:70000"), "0:70000 is not a port or a port range"),
+    (rule("inbound", "ICMP", ICMP_TYPE="echo"), "are not numbers from 0 to 255"),
+    (rule("inbound", "ICMP", ICMP_TYPE="8", ICMP_CODE="256"), "are not numbers from 0 to 255"),
+    (rule("inbound", "GRE"), "PROTOCOL = 'gre' is unknown"),
+    (rule("inbound", "300"), "PROTOCOL = '300' is unknown"),
+])
+def test_bad_security_group_rules_are_refused(vector: dict[str, str], message: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        ovs_rules.flow_batch("7", grouped(vector))
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert message in err and "ERROR MESSAGE" in err

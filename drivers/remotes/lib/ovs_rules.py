@@ -11,16 +11,29 @@ guest never sits on the bridge untagged; the qemu driver adds ports only where n
 driver did, and removes them with the tap.
 
 Flows, all with one cookie per NIC (0x6e75 << 48 | vm id << 16 | nic id), so that clean
-deletes exactly them. Table 0 checks what comes out of the VM:
+deletes exactly them, in four tables a frame walks in order, each handing on with
+resubmit(,next) what it lets pass (the fw driver's chain order: anti-spoofing, then the
+security groups, then the port filters). Table 0 checks what comes out of the VM:
     46000 in_port=<tap>,dl_src=<mac>,ip,nw_src=<ip>              -> resubmit(,1)
     46000 in_port=<tap>,dl_src=<mac>,arp,arp_spa=<ip>,arp_sha=<mac> -> resubmit(,1)
     45000 in_port=<tap>,ip / arp                                  -> drop (other sources)
     40000 in_port=<tap>,dl_src=<mac>                              -> resubmit(,1)
     39000 in_port=<tap>                                           -> drop (other MACs)
-(IPv4 and ARP rules only when the NIC has an IP.) Table 1 filters what goes to a NIC with
-WHITE/BLACK_PORTS_TCP/UDP or ICMP = drop, statefully through Open vSwitch's conntrack (zone:
-the VLAN id), the fw driver's rules as flows:
-    42000 ip,dl_dst=<mac>,ct_state=-trk                  -> ct(table=1)
+(IPv4 and ARP rules only when the NIC has an IP.) Tables 1 (from the VM, `in_port=<tap>`)
+and 2 (to it, `dl_dst=<mac>`) hold the security groups of a VM in any (SECURITY_GROUPS in
+its document), one flow per SECURITY_GROUP_RULE of the direction (per port block: a RANGE
+becomes exact masks), statefully through Open vSwitch's conntrack (zone: the VLAN id):
+    42000 ip,<nic>,ct_state=-trk                         -> ct(table=<t>)
+    41000 ip,<nic>,ct_state=+trk+est / +trk+rel          -> resubmit(,<t+1>)
+    40000 tcp,<nic>,nw_src|nw_dst=<NETWORK>,tp_dst=<port/mask>  -> resubmit(,<t+1>)
+          (udp alike; icmp[,icmp_type=<t>[,icmp_code=<c>]]; ip,nw_proto=<n>; ip for ALL)
+    39000 ip,<nic>                                       -> drop (what no rule allows)
+nw_src is the peer of inbound rules, nw_dst of outbound ones; a 0.0.0.0/0 NETWORK matches
+any. ARP passes (only IPv4 is filtered); IPv6 blocks and ICMPV6 rules are skipped, as fw
+does, so IPv6 is not filtered. Table 3 filters what goes to a NIC with
+WHITE/BLACK_PORTS_TCP/UDP or ICMP = drop, the fw driver's rules as flows, and commits the
+connections that got this far (a grouped NIC gets the first three and last two):
+    42000 ip,dl_dst=<mac>,ct_state=-trk                  -> ct(table=3)
     41000 ... ct_state=+trk+est / +trk+rel               -> NORMAL (what the VM started)
     40000 tcp|udp,dl_dst=<mac>,tp_dst=<white port>       -> ct(commit),NORMAL
     39000 tcp|udp,dl_dst=<mac>                           -> drop (a white list's rest)
@@ -28,8 +41,10 @@ the VLAN id), the fw driver's rules as flows:
     40000 icmp,dl_dst=<mac>                              -> drop (ICMP = drop)
     37000 ip,dl_dst=<mac>                                -> ct(commit),NORMAL
     36000 in_port=<tap>,ip                               -> ct(commit),NORMAL
-Two flows per bridge, cookie 0x6e75ffffffffffff, join the tables for every other port and
-stay: table 0 priority 1 -> resubmit(,1), table 1 priority 0 -> NORMAL.
+So traffic between two VMs of one host passes the sender's outbound rules, then the
+receiver's inbound rules, then its port filters. Four flows per bridge, cookie
+0x6e75ffffffffffff, join the tables for every other port and stay: priority 1 in table 0
+and 0 in tables 1 and 2 -> resubmit(,next), priority 0 in table 3 -> NORMAL.
 
 iptables never sees what an OVS bridge switches (the userspace datapath forwards in
 ovs-vswitchd, the kernel one in its own module: neither passes netfilter's bridge hooks),
@@ -40,6 +55,7 @@ else through `sudo -n`.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import subprocess
@@ -53,6 +69,9 @@ SHARED_COOKIE = COOKIE_BASE | 0xFFFF_FFFF_FFFF
 OWNER = "nubo-vm"  # the external_ids key marking a port the driver added
 TIMEOUT = "--timeout=20"
 _TAGGED_IDS = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
+_RANGE = re.compile(r"^\d{1,5}:\d{1,5}$")
+SPOOF, EGRESS, INGRESS, FILTER = 0, 1, 2, 3  # the tables, in the order a frame walks them
+PEERS = {"inbound": "nw_src", "outbound": "nw_dst"}  # where a rule's NETWORK is matched
 
 
 def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -171,55 +190,129 @@ def anti_spoofing(vm_id: str, nic: Nic) -> list[str]:
     mark, tap, mac = cookie(vm_id, nic), nic.tap, nic.mac.lower()
     if not mac:
         return []
+    onward = f"resubmit(,{EGRESS})"
     flows = []
     if nic.ip:
         flows += [
-            _flow(mark, 0, 46000, f"in_port={tap},dl_src={mac},ip,nw_src={nic.ip}",
-                  "resubmit(,1)"),
-            _flow(mark, 0, 46000, f"in_port={tap},dl_src={mac},arp,arp_spa={nic.ip},"
-                  f"arp_sha={mac}", "resubmit(,1)"),
-            _flow(mark, 0, 45000, f"in_port={tap},ip", "drop"),
-            _flow(mark, 0, 45000, f"in_port={tap},arp", "drop"),
+            _flow(mark, SPOOF, 46000, f"in_port={tap},dl_src={mac},ip,nw_src={nic.ip}", onward),
+            _flow(mark, SPOOF, 46000, f"in_port={tap},dl_src={mac},arp,arp_spa={nic.ip},"
+                  f"arp_sha={mac}", onward),
+            _flow(mark, SPOOF, 45000, f"in_port={tap},ip", "drop"),
+            _flow(mark, SPOOF, 45000, f"in_port={tap},arp", "drop"),
         ]
-    return flows + [_flow(mark, 0, 40000, f"in_port={tap},dl_src={mac}", "resubmit(,1)"),
-                    _flow(mark, 0, 39000, f"in_port={tap}", "drop")]
+    return flows + [_flow(mark, SPOOF, 40000, f"in_port={tap},dl_src={mac}", onward),
+                    _flow(mark, SPOOF, 39000, f"in_port={tap}", "drop")]
+
+
+def zone(nic: Nic) -> int:
+    """The conntrack zone of the NIC's connections: its VLAN id, else 0."""
+    return vlan_id(nic) if tagged(nic) else 0
+
+
+def rule_matches(vector: dict[str, str], direction: str) -> list[list[str]]:
+    """One SECURITY_GROUP_RULE as OpenFlow matches, one flow each: [protocol, fields...]
+    (the NIC's own field goes after the protocol); [] for an IPv6 block or ICMPV6, which
+    are skipped as the fw driver skips them."""
+    block = vector.get("NETWORK", "").strip() or "0.0.0.0/0"
+    try:
+        network = ipaddress.ip_network(block, strict=False)
+    except ValueError:
+        fail(f"ovswitch: security group rule NETWORK = {block!r} is not an address block")
+    if network.version != 4:
+        return []
+    peer = [] if network.prefixlen == 0 else [f"{PEERS[direction]}={network}"]
+    proto = vector.get("PROTOCOL", "ALL").strip().lower()
+    if proto in ("all", "-1"):
+        return [["ip", *peer]]
+    if proto == "icmpv6":
+        return []
+    if proto in ("tcp", "udp"):
+        span = vector.get("RANGE", "0:65535").strip()
+        if not _RANGE.match(span):
+            fail(f"ovswitch: security group rule RANGE = {span!r} is not a port range a:b")
+        if span == "0:65535":
+            return [[proto, *peer]]
+        return [[proto, *peer, f"tp_dst={port}"] for port in port_ranges(span)]
+    if proto == "icmp":
+        kind = vector.get("ICMP_TYPE", "").strip()
+        code = vector.get("ICMP_CODE", "").strip()
+        if not kind:
+            return [["icmp", *peer]]
+        if not _byte(kind) or (code and not _byte(code)):
+            fail(f"ovswitch: security group rule ICMP_TYPE/ICMP_CODE {kind!r}/{code!r} are "
+                 "not numbers from 0 to 255")
+        return [["icmp", *peer, f"icmp_type={kind}"] + ([f"icmp_code={code}"] if code else [])]
+    if not _byte(proto):
+        fail(f"ovswitch: security group rule PROTOCOL = {proto!r} is unknown")
+    return [["ip", *peer, f"nw_proto={proto}"]]
+
+
+def _byte(text: str) -> bool:
+    return text.isdigit() and int(text) <= 255
+
+
+def groups(vm_id: str, nic: Nic) -> list[str]:
+    """Tables 1 and 2: the VM's security groups, from and to the NIC."""
+    mac = nic.mac.lower()
+    if not mac or not nic.grouped:
+        return []
+    mark, ct_zone = cookie(vm_id, nic), zone(nic)
+    flows = []
+    for direction, table, own in (("outbound", EGRESS, f"in_port={nic.tap}"),
+                                  ("inbound", INGRESS, f"dl_dst={mac}")):
+        onward = f"resubmit(,{table + 1})"
+        flows += [_flow(mark, table, 42000, f"ip,{own},ct_state=-trk",
+                        f"ct(table={table},zone={ct_zone})"),
+                  _flow(mark, table, 41000, f"ip,{own},ct_state=+trk+est", onward),
+                  _flow(mark, table, 41000, f"ip,{own},ct_state=+trk+rel", onward)]
+        allowed: dict[str, None] = {}  # a rule twice (two groups, two peers) is one flow
+        for vector in nic.rules:
+            if vector.get("RULE_TYPE", "").strip().lower() == direction:
+                for proto, *fields in rule_matches(vector, direction):
+                    allowed[",".join([proto, own, *fields])] = None
+        flows += [_flow(mark, table, 40000, match, onward) for match in allowed]
+        flows.append(_flow(mark, table, 39000, f"ip,{own}", "drop"))
+    return flows
 
 
 def filters(vm_id: str, nic: Nic) -> list[str]:
-    """Table 1: the fw driver's white/black ports and ICMP = drop toward the NIC."""
+    """Table 3: the fw driver's white/black ports and ICMP = drop toward the NIC, and the
+    commit of what passed, for a NIC with port filters or security groups."""
     mac = nic.mac.lower()
-    if not mac or not fw_rules.filtered(nic):
+    if not mac or not (fw_rules.filtered(nic) or nic.grouped):
         return []
-    mark, to = cookie(vm_id, nic), f"dl_dst={mac}"
-    zone = vlan_id(nic) if tagged(nic) else 0
-    commit = f"ct(commit,zone={zone}),NORMAL"
-    flows = [_flow(mark, 1, 42000, f"ip,{to},ct_state=-trk", f"ct(table=1,zone={zone})"),
-             _flow(mark, 1, 41000, f"ip,{to},ct_state=+trk+est", "NORMAL"),
-             _flow(mark, 1, 41000, f"ip,{to},ct_state=+trk+rel", "NORMAL")]
+    mark, to, ct_zone = cookie(vm_id, nic), f"dl_dst={mac}", zone(nic)
+    commit = f"ct(commit,zone={ct_zone}),NORMAL"
+    flows = [_flow(mark, FILTER, 42000, f"ip,{to},ct_state=-trk",
+                   f"ct(table={FILTER},zone={ct_zone})"),
+             _flow(mark, FILTER, 41000, f"ip,{to},ct_state=+trk+est", "NORMAL"),
+             _flow(mark, FILTER, 41000, f"ip,{to},ct_state=+trk+rel", "NORMAL")]
     for proto in ("tcp", "udp"):
         white = fw_rules.ports(nic, f"WHITE_PORTS_{proto.upper()}")
         black = fw_rules.ports(nic, f"BLACK_PORTS_{proto.upper()}")
         if white:
-            flows += [_flow(mark, 1, 40000, f"{proto},{to},tp_dst={port}", commit)
+            flows += [_flow(mark, FILTER, 40000, f"{proto},{to},tp_dst={port}", commit)
                       for port in port_ranges(white)]
-            flows.append(_flow(mark, 1, 39000, f"{proto},{to}", "drop"))
+            flows.append(_flow(mark, FILTER, 39000, f"{proto},{to}", "drop"))
         elif black:
-            flows += [_flow(mark, 1, 40000, f"{proto},{to},tp_dst={port}", "drop")
+            flows += [_flow(mark, FILTER, 40000, f"{proto},{to},tp_dst={port}", "drop")
                       for port in port_ranges(black)]
     if nic.attributes.get("ICMP", "").lower() == "drop":
-        flows.append(_flow(mark, 1, 40000, f"icmp,{to}", "drop"))
-    return flows + [_flow(mark, 1, 37000, f"ip,{to}", commit),
-                    _flow(mark, 1, 36000, f"in_port={nic.tap},ip", commit)]
+        flows.append(_flow(mark, FILTER, 40000, f"icmp,{to}", "drop"))
+    return flows + [_flow(mark, FILTER, 37000, f"ip,{to}", commit),
+                    _flow(mark, FILTER, 36000, f"in_port={nic.tap},ip", commit)]
 
 
 def shared_flows() -> list[str]:
-    """What joins table 0 to table 1 for every port, and switches in table 1."""
-    return [_flow(SHARED_COOKIE, 0, 1, "", "resubmit(,1)"),
-            _flow(SHARED_COOKIE, 1, 0, "", "NORMAL")]
+    """What joins the tables for every port, and switches at the end."""
+    return [_flow(SHARED_COOKIE, SPOOF, 1, "", f"resubmit(,{EGRESS})"),
+            _flow(SHARED_COOKIE, EGRESS, 0, "", f"resubmit(,{INGRESS})"),
+            _flow(SHARED_COOKIE, INGRESS, 0, "", f"resubmit(,{FILTER})"),
+            _flow(SHARED_COOKIE, FILTER, 0, "", "NORMAL")]
 
 
 def flows(vm_id: str, nic: Nic) -> list[str]:
-    return anti_spoofing(vm_id, nic) + filters(vm_id, nic)
+    return anti_spoofing(vm_id, nic) + groups(vm_id, nic) + filters(vm_id, nic)
 
 
 def flow_batch(vm_id: str, nic: Nic) -> str:
