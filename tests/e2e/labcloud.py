@@ -79,6 +79,45 @@ class Cloud:
         run("ip", "-n", ns, "addr", "add", address, "dev", "eth0")
         return ns
 
+    def ovs_bridge(self, bridge: str, host: str = "h1") -> LabHost:
+        """Open vSwitch running on lab host `host` (LabHost.start_ovs, stopped with the
+        lab; skipped, strict: failed, where it cannot run) with `bridge` on its userspace
+        datapath, made if missing. Returns the host."""
+        if shutil.which("ovs-vsctl") is None:
+            missing("Open vSwitch (ovs-vsctl, package openvswitch-switch)")
+        lab_host = self.lab.host(host)
+        try:
+            lab_host.start_ovs()
+        except LabUnavailable as exc:
+            missing(f"Open vSwitch ({exc})")
+        lab_host.ovs("ovs-vsctl", "--may-exist", "add-br", bridge, "--", "set", "bridge",
+                     bridge, "datapath_type=netdev")
+        return lab_host
+
+    def ovs_endpoint(self, bridge: str, name: str, address: str, *, mac: str = "",
+                     tag: int = 0, host: str = "h1") -> str:
+        """endpoint() on an Open vSwitch bridge (ovs_bridge): the peer `<name>` is a port
+        of `bridge`, an access port of VLAN `tag` when one is given. Returns the
+        namespace."""
+        netns, ns = self.lab.host(host).netns, f"{self.lab.prefix}-{name}"
+        run("ip", "netns", "add", ns)
+        run("ip", "-n", netns, "link", "add", name, "type", "veth", "peer", "name", "eth0",
+            "netns", ns)
+        run("ip", "-n", netns, "link", "set", name, "up")
+        if mac:
+            run("ip", "-n", ns, "link", "set", "eth0", "address", mac)
+        run("ip", "-n", ns, "link", "set", "eth0", "up")
+        run("ip", "-n", ns, "addr", "add", address, "dev", "eth0")
+        self.lab.host(host).ovs("ovs-vsctl", "add-port", bridge, name,
+                                *(["--", "set", "port", name, f"tag={tag}"] if tag else []))
+        return ns
+
+    def ovs_flows(self, bridge: str, mark: int, host: str = "h1") -> list[str]:
+        """The flows of `bridge` on `host` under cookie `mark`, as ovs-ofctl dumps them."""
+        listing = self.lab.host(host).ovs("ovs-ofctl", "dump-flows", bridge,
+                                          f"cookie={mark:#x}/-1")
+        return [line.strip() for line in listing.splitlines() if "cookie=" in line]
+
     def at_endpoint(self, name: str, *argv: str) -> subprocess.CompletedProcess[str]:
         """A command inside endpoint `name`'s namespace; never raises on its exit status."""
         return run("ip", "netns", "exec", f"{self.lab.prefix}-{name}", *argv, check=False)
