@@ -23,6 +23,14 @@ established traffic and what a SECURITY_GROUP_RULE of its direction allows (prot
 ports or ICMP type, NETWORK as the peer block) and drops the rest, as EC2 does; traffic
 then still meets the port filters. IPv6 blocks are left out (iptables is IPv4).
 
+A NIC with PUBLIC_IP (an Elastic IP, NATed to it by nat_rules.py) is also reached by
+routed traffic, which the jumps above never see: a packet the host routes into the bridge
+is not bridged, and its bridge port is not known yet in FORWARD. So such a NIC's port
+filter and inbound group chains are also jumped to for `-d <IP>/32 -o <bridge> -m physdev
+! --physdev-is-bridged`, and its outbound group chain for `-m physdev --physdev-in <tap> !
+--physdev-is-bridged` (what the VM sends through the host); bridged traffic still meets
+each chain once.
+
 Each VM's chains are written in one `iptables-restore --noflush`, so a rule change on a
 running VM (update_sg) never leaves a moment without rules. clean removes the jumps,
 then flushes and deletes the chains. iptables runs as root, else through `sudo -n`.
@@ -165,16 +173,39 @@ def group_jump(vm_id: str, nic: Nic, direction: str) -> list[str]:
             nic.tap, "-j", group_chain(vm_id, nic, direction)]
 
 
+def routed_jump(vm_id: str, nic: Nic, target: str) -> list[str] | None:
+    """The jump to `target` (one of the NIC's chains) for traffic the host routes to or
+    from the NIC rather than bridges; None for a NIC without IP or bridge."""
+    if not nic.ip or not nic.bridge:
+        return None
+    not_bridged = ["-m", "physdev", "!", "--physdev-is-bridged"]
+    if target == group_chain(vm_id, nic, "outbound"):
+        return ["FORWARD", "-m", "physdev", "--physdev-in", nic.tap, "!",
+                "--physdev-is-bridged", "-j", target]
+    return ["FORWARD", "-d", f"{nic.ip}/32", "-o", nic.bridge, *not_bridged, "-j", target]
+
+
+def _mapped(nic: Nic) -> bool:
+    return bool(nic.attributes.get("PUBLIC_IP", "").strip())
+
+
 def wanted(vm_id: str, nics: list[Nic]) -> list[tuple[list[str], list[list[str]]]]:
     """(jump, chain rules) for every chain the VM's NICs need, in the order the jumps are
-    inserted at the top of FORWARD: the group chains end up before the port filters."""
+    inserted at the top of FORWARD: the group chains end up before the port filters. A
+    chain reached by routed traffic too (PUBLIC_IP) comes twice, with each jump."""
     found = []
     for nic in nics:
+        made = []
         if filtered(nic):
-            found.append((jump(vm_id, nic), rules(nic)))
+            made.append((jump(vm_id, nic), rules(nic)))
         if nic.grouped:
             for direction in ("outbound", "inbound"):
-                found.append((group_jump(vm_id, nic, direction), group_rules(nic, direction)))
+                made.append((group_jump(vm_id, nic, direction), group_rules(nic, direction)))
+        for j, chain_rules in made:
+            found.append((j, chain_rules))
+            routed = routed_jump(vm_id, nic, j[-1]) if _mapped(nic) else None
+            if routed is not None:
+                found.append((routed, chain_rules))
     return found
 
 
@@ -182,34 +213,43 @@ def apply(vm_id: str, nics: list[Nic]) -> int:
     """Make (or remake) the chains of the VM's NICs at once and jump to each; removes
     those it no longer needs. Returns how many chains it has."""
     chains = wanted(vm_id, nics)
-    keep = {j[-1] for j, _ in chains}
-    _remove(vm_id, nics, keep)
+    _remove(vm_id, nics, [j for j, _ in chains])
     if not chains:
         return 0
-    lines = ["*filter"] + [f":{j[-1]} - [0:0]" for j, _ in chains]
-    lines += [" ".join(["-A", j[-1], *rule]) for j, chain_rules in chains for rule in chain_rules]
+    bodies = {j[-1]: chain_rules for j, chain_rules in chains}
+    lines = ["*filter"] + [f":{name} - [0:0]" for name in bodies]
+    lines += [" ".join(["-A", name, *rule]) for name, body in bodies.items() for rule in body]
     restore("\n".join([*lines, "COMMIT", ""]))
     for j, _ in chains:
         if not iptables("-C", *j, check=False):
             iptables("-I", *j)
-    return len(chains)
+    return len(bodies)
 
 
 def remove(vm_id: str, nics: list[Nic]) -> int:
     """Remove the jumps to the VM's chains and the chains; how many chains went."""
-    return _remove(vm_id, nics, set())
+    return _remove(vm_id, nics, [])
 
 
-def _remove(vm_id: str, nics: list[Nic], keep: set[str]) -> int:
-    gone = 0
+def _remove(vm_id: str, nics: list[Nic], keep: list[list[str]]) -> int:
+    """Remove the jumps the NICs may have but `keep`, then the chains no kept jump leads
+    to. Routed jumps are looked for whether the NIC has PUBLIC_IP or not: a document
+    whose address has gone (update_sg, clean) no longer says it had one."""
+    kept_chains = {j[-1] for j in keep}
+    names: list[str] = []
     for nic in nics:
-        jumps = [jump(vm_id, nic)] + [group_jump(vm_id, nic, d) for d in DIRECTIONS]
-        for j in jumps:
-            if j[-1] in keep:
-                continue
-            while iptables("-D", *j, check=False):
-                pass
-            if iptables("-F", j[-1], check=False):
-                iptables("-X", j[-1], check=False)
-                gone += 1
+        for j in [jump(vm_id, nic)] + [group_jump(vm_id, nic, d) for d in DIRECTIONS]:
+            routed = routed_jump(vm_id, nic, j[-1])
+            for candidate in [j] if routed is None else [j, routed]:
+                if candidate in keep:
+                    continue
+                while iptables("-D", *candidate, check=False):
+                    pass
+            if j[-1] not in kept_chains and j[-1] not in names:
+                names.append(j[-1])
+    gone = 0
+    for name in names:
+        if iptables("-F", name, check=False):
+            iptables("-X", name, check=False)
+            gone += 1
     return gone
