@@ -172,7 +172,7 @@ class Lease(SQLModel, table=True):
     vnet_id: int = Field(foreign_key="vnet.id", index=True)
     ip: str
     mac: str
-    vm_id: int | None = None
+    vm_id: int | None = Field(default=None, index=True)
 
 
 class VM(SQLModel, table=True):
@@ -320,10 +320,10 @@ class RequestToken(SQLModel, table=True):
 class SecurityGroup(SQLModel, table=True):
     """A user's named firewall rule set (EC2 security groups).
 
-    Stored, not yet enforced: the network drivers apply them with the network issue.
-    `ingress` and `egress` are JSON lists of rules, one per peer: protocol, from_port,
-    to_port, and either cidr (IPv4 or IPv6) or group (a security group id), plus a
-    description (core.service.secgroups reads and writes them).
+    The network drivers enforce them (core.service.sgrules). `ingress` and `egress` are
+    JSON lists of rules, one per peer: protocol, from_port, to_port, and either cidr (IPv4
+    or IPv6) or group (a security group id), plus a description (core.service.secgroups
+    reads and writes them).
     """
 
     __tablename__ = "security_group"
@@ -337,6 +337,15 @@ class SecurityGroup(SQLModel, table=True):
     ingress: str = Field(default="[]", sa_column=text_column())
     egress: str = Field(default="[]", sa_column=text_column())
     created: int = Field(default_factory=now)
+
+
+class GroupMember(SQLModel, table=True):
+    """A VM in a security group: its template's SECURITY_GROUPS, written when the VM is
+    created and gone when it is DONE, so a group's members are found by index."""
+
+    __tablename__ = "security_group_member"
+    group_id: int = Field(primary_key=True)
+    vm_id: int = Field(primary_key=True, index=True)
 
 
 class Address(SQLModel, table=True):

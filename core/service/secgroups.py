@@ -35,8 +35,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from core import db, template
 from core.errors import Conflict, InvalidRequest, NotFound
-from core.lifecycle import VmState
-from core.models import VM, SecurityGroup, Tag
+from core.models import GroupMember, SecurityGroup, Tag
 from core.service import refilter
 from core.service.access import ALL, fetch, restrict
 from core.service.context import Caller, Cloud
@@ -230,11 +229,8 @@ def resolve(cloud: Cloud, caller: Caller, *, ids: Sequence[int] = (),
 
 
 def _users(s: Session, group_id: int) -> list[int]:
-    """VMs that have not ended and reference the group."""
-    query = select(VM).where(col(VM.state) != VmState.DONE,
-                             col(VM.template).contains(ATTRIBUTE))
-    return [vm.id for vm in s.exec(query) if vm.id is not None
-            and group_id in groups_of(vm.template)]
+    """VMs that have not ended and are in the group."""
+    return sorted(s.exec(select(GroupMember.vm_id).where(GroupMember.group_id == group_id)))
 
 
 def _concerned(s: Session, group: SecurityGroup) -> list[int]:

@@ -16,12 +16,12 @@ the VM is in groups, so what no inbound rule allows is dropped, as EC2 does.
 
 from __future__ import annotations
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, delete, select
 
 from core import template
 from core.errors import InvalidRequest
-from core.lifecycle import VmState
-from core.models import VM, SecurityGroup
+from core.lifecycle import LcmState, VmState
+from core.models import VM, GroupMember, Lease, SecurityGroup
 from core.service import refilter
 from core.service.access import fetch
 from core.service.context import Caller
@@ -31,18 +31,33 @@ RULE_TYPES = {"ingress": "inbound", "egress": "outbound"}
 ENDED = (VmState.DONE, VmState.FAILED)
 
 
-def check(s: Session, caller: Caller, tmpl: template.Template) -> None:
+def check(s: Session, caller: Caller, tmpl: template.Template) -> list[int]:
     """A new VM's SECURITY_GROUPS names groups that exist and the caller owns (NotFound,
-    Forbidden), as ids separated by spaces (InvalidRequest)."""
+    Forbidden), as ids separated by spaces (InvalidRequest); returns the ids."""
     value = tmpl.get(ATTRIBUTE)
     if value is None:
-        return
-    words = value.replace(",", " ").split()
+        return []
+    words = list(dict.fromkeys(value.replace(",", " ").split()))
     if not all(word.isdigit() for word in words):
         raise InvalidRequest(f"{ATTRIBUTE} = {value!r}: security group ids separated by spaces")
     for word in words:
         fetch(s, SecurityGroup, int(word), caller, "security group")
-    tmpl.set(ATTRIBUTE, " ".join(dict.fromkeys(words)))
+    tmpl.set(ATTRIBUTE, " ".join(words))
+    return [int(word) for word in words]
+
+
+def join(s: Session, vm: VM, groups: list[int]) -> None:
+    """A new VM's membership rows (GroupMember); its peers' rules change with it."""
+    assert vm.id is not None
+    s.add_all(GroupMember(group_id=g, vm_id=vm.id) for g in groups)
+    if groups:
+        s.flush()
+        membership_changed(s, vm, "joined")
+
+
+def leave(s: Session, vm: VM) -> None:
+    """A VM that is DONE is in no group any more."""
+    s.execute(delete(GroupMember).where(col(GroupMember.vm_id) == vm.id))
 
 
 def document_rules(s: Session, vm: VM) -> list[dict[str, str]]:
@@ -83,16 +98,15 @@ def _vector(group: SecurityGroup, direction: str, r: Rule, block: str) -> dict[s
 
 
 def _member_addresses(s: Session, groups: set[int]) -> dict[int, list[str]]:
-    """group id -> the NIC addresses of the VMs in it that have not ended."""
+    """group id -> the addresses (leases) of the VMs in it that have not ended."""
     found: dict[int, list[str]] = {g: [] for g in groups}
-    query = select(VM).where(col(VM.state).not_in(ENDED), col(VM.template).contains(ATTRIBUTE))
-    for vm in s.exec(query):
-        mine = groups.intersection(groups_of(vm.template))
-        if not mine:
-            continue
-        ips = [nic["IP"] for nic in template.parse(vm.template).vectors("NIC") if nic.get("IP")]
-        for g in mine:
-            found[g].extend(ips)
+    query = (select(GroupMember.group_id, Lease.ip)
+             .join(VM, col(VM.id) == GroupMember.vm_id)
+             .join(Lease, col(Lease.vm_id) == GroupMember.vm_id)
+             .where(col(GroupMember.group_id).in_(groups), col(VM.state).not_in(ENDED))
+             .order_by(col(GroupMember.vm_id), col(Lease.id)))
+    for group, ip in s.exec(query):
+        found[group].append(ip)
     return found
 
 
@@ -100,15 +114,14 @@ def membership_changed(s: Session, vm: VM, how: str) -> list[int]:
     """`vm` joined its groups (created) or left them (ended): the VMs whose rules name one
     of them as peer have a peer address more or less, so their filtering is re-applied.
     Returns the VMs queued."""
-    groups = set(groups_of(vm.template))
+    groups = set(s.exec(select(GroupMember.group_id).where(GroupMember.vm_id == vm.id)))
     if not groups:
         return []
     naming = {g.id for g in s.exec(select(SecurityGroup).where(SecurityGroup.uid == vm.uid))
               if any(r.group in groups for d in DIRECTIONS for r in rules_of(g, d))}
     if not naming:
         return []
-    query = select(VM).where(col(VM.state).not_in(ENDED), col(VM.template).contains(ATTRIBUTE),
-                             col(VM.id) != vm.id)
-    dependents = [other.id for other in s.exec(query) if other.id is not None
-                  and naming.intersection(groups_of(other.template))]
-    return refilter.request(s, dependents, f"VM {vm.id} {how} a peer security group")
+    query = (select(GroupMember.vm_id).join(VM, col(VM.id) == GroupMember.vm_id)
+             .where(col(GroupMember.group_id).in_(naming), col(GroupMember.vm_id) != vm.id,
+                    VM.state == VmState.ACTIVE, VM.lcm_state == LcmState.RUNNING))
+    return refilter.request(s, set(s.exec(query)), f"VM {vm.id} {how} a peer security group")

@@ -55,6 +55,8 @@ def apply(session: Session, vm: VM, event: str, *, message: str | None = None) -
         leases.release_leases(session, vm)
     if move.state in sgrules.ENDED and old_state not in sgrules.ENDED:
         sgrules.membership_changed(session, vm, "left")
+    if move.state == VmState.DONE:
+        sgrules.leave(session, vm)
     if message is not None:
         vm.message = message
     elif move.state in (VmState.ACTIVE, VmState.PENDING, VmState.HOLD) and old_state != move.state:

@@ -192,10 +192,10 @@ def _create_one(s: Session, caller: Caller, base: template.Template, *, hold: bo
         vm.name = f"one-{vm.id}"
         tmpl.set("NAME", vm.name)
     tmpl.set("VMID", str(vm.id))
-    sgrules.check(s, caller, tmpl)
+    groups = sgrules.check(s, caller, tmpl)
     leases.lease_nics(s, caller, tmpl, vm.id)
     vm.template = tmpl.dumps()
-    sgrules.membership_changed(s, vm, "joined")
+    sgrules.join(s, vm, groups)
     for image in used:
         s.execute(update(Image).where(col(Image.id) == image.id).values(
             running_vms=col(Image.running_vms) + 1, state=IMAGE_USED))

@@ -38,3 +38,31 @@ def test_deleted_ids_are_never_handed_out_again(db_url: str, tmp_path: Path) -> 
         assert images.create_image(cloud, ADMIN, text='NAME = "y"\nPATH = "/y.img"') > image
     finally:
         cloud.engine.dispose()
+
+
+def test_security_group_members_are_filled_from_existing_vms(db_url: str) -> None:
+    """Revision 0012 finds the groups of the VMs that have not ended in their templates."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlmodel import Session, select
+
+    from core.models import VM, GroupMember
+
+    engine = db.make_engine(db_url)
+    try:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(db.MIGRATIONS))
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0011")
+        with Session(engine) as s:
+            for state, groups in ((1, "3 4"), (3, "4"), (6, "3"), (1, "")):
+                text = f'NAME="x"\nSECURITY_GROUPS="{groups}"\n' if groups else 'NAME="x"\n'
+                s.add(VM(name="x", uid=0, gid=0, state=state, template=text))
+            s.commit()
+        db.migrate(engine)
+        with Session(engine) as s:
+            rows = s.exec(select(GroupMember.vm_id, GroupMember.group_id)).all()
+        assert sorted(rows) == [(1, 3), (1, 4), (2, 4)]  # VM 3 is DONE, VM 4 in no group
+    finally:
+        engine.dispose()
