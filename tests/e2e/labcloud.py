@@ -59,24 +59,33 @@ class Cloud:
         except FileNotFoundError:
             return ""
 
-    def endpoint(self, bridge: str, name: str, address: str, *, mac: str = "",
-                 host: str = "h1") -> str:
-        """A veth endpoint standing where a VM would: namespace `<lab prefix>-<name>` (so
-        Lab.destroy() removes it whatever happens) whose eth0 has `address` (ip/len) and
-        `mac`, its peer `<name>` a port of `bridge` on `host` (the bridge is made if
-        missing). Returns the namespace."""
-        netns, ns = self.lab.host(host).netns, f"{self.lab.prefix}-{name}"
-        if run("ip", "-n", netns, "link", "show", bridge, check=False).returncode:
-            run("ip", "-n", netns, "link", "add", bridge, "type", "bridge")
-            run("ip", "-n", netns, "link", "set", bridge, "up")
+    def veth(self, name: str, address: str, *, port: str = "", mac: str = "",
+             host: str = "h1") -> str:
+        """Namespace `<lab prefix>-<name>` (Lab.destroy() deletes it, whatever happens)
+        whose eth0 has `address` (ip/len) and `mac`; its peer `port` (default `name`) is
+        up on `host`, in no bridge. Returns the namespace."""
+        netns, ns, port = self.lab.host(host).netns, f"{self.lab.prefix}-{name}", port or name
         run("ip", "netns", "add", ns)
-        run("ip", "-n", netns, "link", "add", name, "type", "veth", "peer", "name", "eth0",
+        self.lab.namespaces.append(ns)
+        run("ip", "-n", netns, "link", "add", port, "type", "veth", "peer", "name", "eth0",
             "netns", ns)
-        run("ip", "-n", netns, "link", "set", name, "master", bridge, "up")
+        run("ip", "-n", netns, "link", "set", port, "up")
         if mac:
             run("ip", "-n", ns, "link", "set", "eth0", "address", mac)
         run("ip", "-n", ns, "link", "set", "eth0", "up")
         run("ip", "-n", ns, "addr", "add", address, "dev", "eth0")
+        return ns
+
+    def endpoint(self, bridge: str, name: str, address: str, *, mac: str = "",
+                 host: str = "h1") -> str:
+        """A veth endpoint standing where a VM would (veth()), its peer `<name>` a port of
+        Linux bridge `bridge` on `host` (made if missing). Returns the namespace."""
+        netns = self.lab.host(host).netns
+        if run("ip", "-n", netns, "link", "show", bridge, check=False).returncode:
+            run("ip", "-n", netns, "link", "add", bridge, "type", "bridge")
+            run("ip", "-n", netns, "link", "set", bridge, "up")
+        ns = self.veth(name, address, mac=mac, host=host)
+        run("ip", "-n", netns, "link", "set", name, "master", bridge)
         return ns
 
     def ovs_bridge(self, bridge: str, host: str = "h1") -> LabHost:
@@ -99,15 +108,7 @@ class Cloud:
         """endpoint() on an Open vSwitch bridge (ovs_bridge): the peer `<name>` is a port
         of `bridge`, an access port of VLAN `tag` when one is given. Returns the
         namespace."""
-        netns, ns = self.lab.host(host).netns, f"{self.lab.prefix}-{name}"
-        run("ip", "netns", "add", ns)
-        run("ip", "-n", netns, "link", "add", name, "type", "veth", "peer", "name", "eth0",
-            "netns", ns)
-        run("ip", "-n", netns, "link", "set", name, "up")
-        if mac:
-            run("ip", "-n", ns, "link", "set", "eth0", "address", mac)
-        run("ip", "-n", ns, "link", "set", "eth0", "up")
-        run("ip", "-n", ns, "addr", "add", address, "dev", "eth0")
+        ns = self.veth(name, address, mac=mac, host=host)
         self.lab.host(host).ovs("ovs-vsctl", "add-port", bridge, name,
                                 *(["--", "set", "port", name, f"tag={tag}"] if tag else []))
         return ns

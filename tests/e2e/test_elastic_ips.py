@@ -42,28 +42,19 @@ FW = Path(__file__).resolve().parents[2] / "drivers" / "remotes" / "vnm" / "fw"
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     conf = 'EC2_PUBLIC_NETWORK = "public"\n'
     with qemu_cloud(tmp_path_factory, "eip", 1, vnm="fw", extra=lambda lab: conf) as made:
-        host, outside = made.lab.host("h1").netns, f"{made.lab.prefix}-outside"
-        try:
-            # the private bridge carries the network's GATEWAY: the operator's part
-            run("ip", "-n", host, "link", "add", BRIDGE, "type", "bridge")
-            run("ip", "-n", host, "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE)
-            run("ip", "-n", host, "link", "set", BRIDGE, "up")
-            # the uplink: the outside routes the public block via the host
-            run("ip", "netns", "add", outside)
-            run("ip", "-n", host, "link", "add", UPLINK, "type", "veth", "peer", "name",
-                "eth0", "netns", outside)
-            run("ip", "-n", host, "addr", "add", f"{HOST_UP}/24", "dev", UPLINK)
-            run("ip", "-n", host, "link", "set", UPLINK, "up")
-            run("ip", "-n", outside, "link", "set", "eth0", "up")
-            run("ip", "-n", outside, "addr", "add", f"{OUTSIDE}/24", "dev", "eth0")
-            run("ip", "-n", outside, "route", "add", "203.0.113.0/24", "via", HOST_UP)
-            made.endpoint(BRIDGE, STAND_IN, f"{STAND_IN_IP}/24")
-            run("ip", "-n", f"{made.lab.prefix}-{STAND_IN}", "route", "add", "default", "via",
-                GATEWAY)
-            yield made
-        finally:
-            for ns in (outside, f"{made.lab.prefix}-{STAND_IN}"):
-                run("ip", "netns", "del", ns, check=False)
+        host = made.lab.host("h1").netns
+        # the private bridge carries the network's GATEWAY: the operator's part
+        run("ip", "-n", host, "link", "add", BRIDGE, "type", "bridge")
+        run("ip", "-n", host, "addr", "add", f"{GATEWAY}/24", "dev", BRIDGE)
+        run("ip", "-n", host, "link", "set", BRIDGE, "up")
+        # the uplink: the outside routes the public block via the host
+        outside = made.veth("outside", f"{OUTSIDE}/24", port=UPLINK)
+        run("ip", "-n", host, "addr", "add", f"{HOST_UP}/24", "dev", UPLINK)
+        run("ip", "-n", outside, "route", "add", "203.0.113.0/24", "via", HOST_UP)
+        made.endpoint(BRIDGE, STAND_IN, f"{STAND_IN_IP}/24")
+        run("ip", "-n", f"{made.lab.prefix}-{STAND_IN}", "route", "add", "default", "via",
+            GATEWAY)
+        yield made
 
 
 def nat(cloud: Cloud) -> list[str]:

@@ -53,18 +53,6 @@ def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=check)  # noqa: S603
 
 
-def endpoint(host: LabHost, ns: str, port: str, address: str, mac: str = "") -> None:
-    """Namespace `ns` with eth0 at `address`/24, its peer `port` on the host."""
-    run("ip", "netns", "add", ns)
-    run("ip", "-n", host.netns, "link", "add", port, "type", "veth", "peer", "name", "eth0",
-        "netns", ns)
-    run("ip", "-n", host.netns, "link", "set", port, "up")
-    if mac:
-        run("ip", "-n", ns, "link", "set", "eth0", "address", mac)
-    run("ip", "-n", ns, "link", "set", "eth0", "up")
-    run("ip", "-n", ns, "addr", "add", f"{address}/24", "dev", "eth0")
-
-
 @pytest.fixture(scope="module")
 def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     if shutil.which("ovs-vsctl") is None:
@@ -84,31 +72,10 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
             run("ip", "-n", host.netns, "link", "set", TRUNK, "up")
             host.ovs("ovs-vsctl", "add-port", BRIDGE, TRUNK)  # no tag: a trunk
         for name, (vlan, _, _, address) in NETWORKS.items():
-            port = f"ep{name}"
-            endpoint(h2, ns(made, name), port, address)
-            h2.ovs("ovs-vsctl", "add-port", BRIDGE, port, "--", "set", "port", port,
-                   f"tag={vlan}")
+            made.ovs_endpoint(BRIDGE, f"ep{name}", f"{address}/24", tag=vlan, host="h2")
         h2.ovs("ovs-ofctl", "add-flow", BRIDGE, f"cookie={COUNTER:#x},priority=60000,"
                f"in_port={TRUNK},dl_vlan=100,actions=NORMAL")
-        try:
-            yield made
-        finally:  # the lab removes its own namespaces only
-            for extra in [ns(made, name) for name in NETWORKS] + [f"{made.lab.prefix}-spoof"]:
-                run("ip", "netns", "del", extra, check=False)
-
-
-def ns(cloud: Cloud, name: str) -> str:
-    return f"{cloud.lab.prefix}-ep{name}"  # the prefix: a later lab reaps it if we die
-
-
-def web(cloud: Cloud, name: str, address: str) -> str:
-    return run("ip", "netns", "exec", ns(cloud, name), "curl", "-s", "--max-time", "4",
-               f"http://{address}/", check=False).stdout.strip()
-
-
-def ping(cloud: Cloud, name: str, address: str) -> bool:
-    return run("ip", "netns", "exec", ns(cloud, name), "ping", "-c", "1", "-W", "3", address,
-               check=False).returncode == 0
+        yield made
 
 
 def cookie_flows(host: LabHost, vm_id: int | str, nic: int = 0) -> list[str]:
@@ -166,21 +133,20 @@ def test_vlans_across_hosts_filters_and_cleanup(cloud: Cloud,
 
     a_ip, b_ip = NETWORKS["A"][2], NETWORKS["B"][2]
     before = counted(h2)
-    assert "hello from a1" in web(cloud, "A", a_ip)
-    assert ping(cloud, "A", a_ip)
+    assert "hello from a1" in cloud.web("epA", a_ip)
+    assert cloud.ping("epA", a_ip)
     assert counted(h2) > before  # A's frames crossed the trunk tagged 100
-    assert "hello from b1" in web(cloud, "B", b_ip)  # white list: port 80
-    assert not ping(cloud, "B", b_ip)  # ICMP = drop
-    assert web(cloud, "B", a_ip) == "" and not ping(cloud, "B", a_ip)  # B cannot reach A
-    assert web(cloud, "A", b_ip) == ""
+    assert "hello from b1" in cloud.web("epB", b_ip)  # white list: port 80
+    assert not cloud.ping("epB", b_ip)  # ICMP = drop
+    assert cloud.web("epB", a_ip) == "" and not cloud.ping("epB", a_ip)  # B cannot reach A
+    assert cloud.web("epA", b_ip) == ""
     probe = run("ip", "netns", "exec", h1.netns, "iptables", "-w", "-L", "FORWARD", "-v", "-x",
                 "-n").stdout
     assert [line.split()[0] for line in probe.splitlines() if "ovs-probe" in line] == ["0"]
 
     # a sender that lies: a veth standing in for NIC 0 of VM 900 on network A
     vm_id, mac, ip = SPOOFER
-    spoof = f"{cloud.lab.prefix}-spoof"
-    endpoint(h1, spoof, f"one-{vm_id}-0", ip, mac)
+    spoof = cloud.veth("spoof", f"{ip}/24", port=f"one-{vm_id}-0", mac=mac)
     for action in ("pre", "post"):
         h1.ovs("python3", str(DRIVER / action), spoofer_doc(), f"one-{vm_id}")
     h1.ovs("python3", str(DRIVER / "update_sg"), spoofer_doc(), f"one-{vm_id}")  # twice: same
