@@ -98,16 +98,16 @@ class Host:
     def __init__(self, listing: str, held: set[str]) -> None:
         self.listing, self.held, self.ran, self.restored = listing, held, [], []
 
-    def run(self, *argv: str, check: bool = True) -> object:
+    def run(self, argv: list[str], **_: object) -> object:
         self.ran.append(list(argv))
-        out = self.listing if argv[:4] == ("iptables", "-w", "-t", "nat") else ""
+        out = self.listing if argv[:4] == ["iptables", "-w", "-t", "nat"] else ""
         return type("Done", (), {"stdout": out, "returncode": 0})()
 
 
 @pytest.fixture
 def host(monkeypatch: pytest.MonkeyPatch) -> Host:
     fake = Host(LISTING, {"127.0.0.1", "203.0.113.5", "203.0.113.9"})
-    monkeypatch.setattr(nat_rules, "_run", fake.run)
+    monkeypatch.setattr(nat_rules, "run", fake.run)
     monkeypatch.setattr(nat_rules, "_held", lambda: fake.held)
     monkeypatch.setattr(nat_rules, "_forwarding", lambda: fake.ran.append(["forwarding"]))
     monkeypatch.setattr(fw_rules, "restore", fake.restored.append)

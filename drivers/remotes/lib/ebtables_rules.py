@@ -17,28 +17,13 @@ sudoers line: `oneadmin ALL=(ALL) NOPASSWD: /sbin/ebtables *`).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterable
 
-ERROR_BEGIN = "ERROR MESSAGE --8<------"
-ERROR_END = "ERROR MESSAGE ------>8--"
-
-
-def fail(message: str) -> None:
-    sys.stderr.write(f"{ERROR_BEGIN}\n{message}\n{ERROR_END}\n")
-    sys.exit(1)
+from host_command import run
 
 
 def ebtables(*args: str) -> str:
-    argv = ["ebtables", *args] if os.geteuid() == 0 else ["sudo", "-n", "ebtables", *args]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        fail(f"{argv[0]} is not installed on this host")
-    if done.returncode != 0:
-        fail(f"{' '.join(argv)}: {(done.stderr or done.stdout).strip()}")
-    return done.stdout
+    return str(run(["ebtables", *args]).stdout)
 
 
 def listed() -> list[tuple[int, list[str]]]:

@@ -39,11 +39,9 @@ then flushes and deletes the chains. iptables runs as root, else through `sudo -
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import subprocess
 
-from ebtables_rules import fail
+from host_command import fail, run
 from vnm_common import Nic
 
 FILTERS = ("WHITE_PORTS_TCP", "WHITE_PORTS_UDP", "BLACK_PORTS_TCP", "BLACK_PORTS_UDP", "ICMP")
@@ -53,30 +51,13 @@ ESTABLISHED = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"]
 DIRECTIONS = {"inbound": ("i", "--physdev-out", "-s"), "outbound": ("o", "--physdev-in", "-d")}
 
 
-def _sudo(argv: list[str]) -> list[str]:
-    return argv if os.geteuid() == 0 else ["sudo", "-n", *argv]
-
-
 def iptables(*args: str, check: bool = True) -> bool:
-    argv = _sudo(["iptables", "-w", *args])
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        fail(f"{argv[0]} is not installed on this host")
-    if check and done.returncode != 0:
-        fail(f"{' '.join(argv)}: {(done.stderr or done.stdout).strip()}")
-    return done.returncode == 0
+    return bool(run(["iptables", "-w", *args], check=check).returncode == 0)
 
 
 def restore(text: str) -> None:
     """Load a filter table fragment in one transaction, leaving other chains alone."""
-    argv = _sudo(["iptables-restore", "-w", "--noflush"])
-    try:
-        done = subprocess.run(argv, input=text, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        fail(f"{argv[0]} is not installed on this host")
-    if done.returncode != 0:
-        fail(f"{' '.join(argv)}: {(done.stderr or done.stdout).strip()}")
+    run(["iptables-restore", "-w", "--noflush"], stdin=text)
 
 
 def chain(vm_id: str, nic: Nic) -> str:

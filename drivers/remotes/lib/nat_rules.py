@@ -29,13 +29,11 @@ host). iptables, ip and sysctl run as root, else through `sudo -n`.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
-import subprocess
 from dataclasses import dataclass
 
 import fw_rules
-from ebtables_rules import fail
+from host_command import fail, run
 from vnm_common import Nic
 
 DEVICE = "lo"
@@ -52,21 +50,6 @@ class Mapping:
     public: str
     private: str
     bridge: str
-
-
-def _sudo(argv: list[str]) -> list[str]:
-    return argv if os.geteuid() == 0 else ["sudo", "-n", *argv]
-
-
-def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    full = _sudo(list(argv))
-    try:
-        done = subprocess.run(full, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        fail(f"{full[0]} is not installed on this host")
-    if check and done.returncode != 0:
-        fail(f"{' '.join(full)}: {(done.stderr or done.stdout).strip()}")
-    return done
 
 
 def _address(text: str, what: str, nic_id: str) -> str:
@@ -126,7 +109,7 @@ class Installed:
 
 def installed(vm_id: str, listing: str | None = None) -> Installed:
     if listing is None:
-        listing = _run("iptables", "-w", "-t", "nat", "-S").stdout
+        listing = run(["iptables", "-w", "-t", "nat", "-S"]).stdout
     found = Installed(set(), [], {}, set())
     for line in listing.splitlines():
         words = line.split()
@@ -170,7 +153,7 @@ def restore_text(vm_id: str, maps: list[Mapping], now: Installed) -> str:
 def _held() -> set[str]:
     """The IPv4 addresses on DEVICE (`ip -o` prints `<n>: <dev> inet <addr>/<len> ...`)."""
     found = set()
-    for line in _run("ip", "-o", "-4", "addr", "show", "dev", DEVICE).stdout.splitlines():
+    for line in run(["ip", "-o", "-4", "addr", "show", "dev", DEVICE]).stdout.splitlines():
         words = line.split()
         if len(words) > 3 and words[2] == "inet":
             found.add(words[3].split("/")[0])
@@ -184,7 +167,7 @@ def _forwarding() -> None:
                 return
     except OSError:
         pass
-    _run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+    run(["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])
 
 
 def apply(vm_id: str, nics: list[Nic], *, add: bool = True) -> int:
@@ -205,14 +188,14 @@ def _apply(vm_id: str, maps: list[Mapping], now: Installed) -> int:
     gone = set(now.publics.values()) - wanted - now.elsewhere
     held = _held() if (gone or maps) else set()
     for public in sorted(gone & held):  # the address first: if this fails, the rules
-        _run("ip", "addr", "del", f"{public}/32", "dev", DEVICE)  # stay to say so next time
+        run(["ip", "addr", "del", f"{public}/32", "dev", DEVICE])  # stay to say so next time
     if maps:
         _forwarding()
     text = restore_text(vm_id, maps, now)
     if text:
         fw_rules.restore(text)
     for public in sorted(wanted - held):  # the rules first: never an address unmapped
-        _run("ip", "addr", "add", f"{public}/32", "dev", DEVICE)
+        run(["ip", "addr", "add", f"{public}/32", "dev", DEVICE])
     return len(maps)
 
 

@@ -61,7 +61,7 @@ import re
 import subprocess
 
 import fw_rules
-from ebtables_rules import fail
+from host_command import fail, run
 from vnm_common import Nic, tagged, vlan_id
 
 COOKIE_BASE = 0x6E75 << 48
@@ -75,20 +75,13 @@ PEERS = {"inbound": "nw_src", "outbound": "nw_dst"}  # where a rule's NETWORK is
 
 
 def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    if os.geteuid() != 0:
-        argv = ["sudo", "-n", *argv]
-    try:
-        return subprocess.run(argv, input=stdin, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        fail(f"ovswitch: {argv[0]} is not installed on this host (package openvswitch-switch)")
-        raise  # not reached: fail exits
+    done: subprocess.CompletedProcess[str] = run(argv, stdin=stdin, check=False,
+                                                 prefix="ovswitch: ")
+    return done
 
 
 def _checked(argv: list[str], stdin: str | None = None) -> str:
-    done = _run(argv, stdin)
-    if done.returncode != 0:
-        fail(f"ovswitch: {' '.join(argv)}: {(done.stderr or done.stdout).strip()}")
-    return done.stdout
+    return str(run(argv, stdin=stdin, prefix="ovswitch: ").stdout)
 
 
 def vsctl(*args: str) -> str:

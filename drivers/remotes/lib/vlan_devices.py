@@ -20,10 +20,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import subprocess
 from collections.abc import Callable
 
-from ebtables_rules import fail
+import host_command
+from host_command import fail
 from vnm_common import Nic, tagged, vlan_id
 
 KINDS = ("802.1Q", "vxlan")
@@ -81,13 +81,9 @@ def commands(nics: list[Nic], kind: str,
     return found
 
 
-def run(argv: list[str], exists: Callable[[str], bool] = present) -> None:
+def make(argv: list[str], exists: Callable[[str], bool] = present) -> None:
     """One command; an `add` of a device that exists by now is fine."""
-    full = argv if os.geteuid() == 0 else ["sudo", "-n", *argv]
-    try:
-        done = subprocess.run(full, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        fail(f"{full[0]} is not installed on this host")
+    done = host_command.run(argv, check=False)
     if done.returncode == 0:
         return
     added = argv[:3] == ["ip", "link", "add"]
@@ -101,5 +97,5 @@ def prepare(nics: list[Nic], kind: str) -> int:
     """Run pre's commands; how many."""
     steps = commands(nics, kind)
     for argv in steps:
-        run(argv)
+        make(argv)
     return len(steps)

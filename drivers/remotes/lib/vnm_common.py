@@ -10,7 +10,7 @@ import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from ebtables_rules import fail
+from host_command import fail
 from qemu_driver import tap_name
 
 
