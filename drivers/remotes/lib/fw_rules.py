@@ -38,15 +38,13 @@ then flushes and deletes the chains. iptables runs as root, else through `sudo -
 
 from __future__ import annotations
 
-import ipaddress
 import re
 
 from host_command import fail, run
-from vnm_common import Nic
+from vnm_common import Nic, group_rule
 
 FILTERS = ("WHITE_PORTS_TCP", "WHITE_PORTS_UDP", "BLACK_PORTS_TCP", "BLACK_PORTS_UDP", "ICMP")
 _PORTS = re.compile(r"^\d{1,5}(:\d{1,5})?(,\d{1,5}(:\d{1,5})?)*$")
-_RANGE = re.compile(r"^\d{1,5}:\d{1,5}$")
 ESTABLISHED = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED"]
 DIRECTIONS = {"inbound": ("i", "--physdev-out", "-s"), "outbound": ("o", "--physdev-in", "-d")}
 
@@ -112,36 +110,19 @@ def group_rules(nic: Nic, direction: str) -> list[list[str]]:
 def _group_match(vector: dict[str, str], peer: str) -> list[str] | None:
     """iptables matches for one SECURITY_GROUP_RULE; None for one iptables cannot hold
     (an IPv6 block or protocol)."""
-    block = vector.get("NETWORK", "").strip() or "0.0.0.0/0"
-    try:
-        network = ipaddress.ip_network(block, strict=False)
-    except ValueError:
-        fail(f"fw: security group rule NETWORK = {block!r} is not an address block")
-    if network.version != 4:
+    found = group_rule(vector, "fw")
+    if found is None:
         return None
-    proto = vector.get("PROTOCOL", "ALL").strip().lower()
-    match = [] if network.prefixlen == 0 else [peer, str(network)]
-    if proto in ("all", "-1"):
+    match = [] if found.network is None else [peer, str(found.network)]
+    if found.protocol == "all":
         return match
-    if proto == "icmpv6":
-        return None
-    if proto in ("tcp", "udp"):
-        span = vector.get("RANGE", "0:65535").strip()
-        if not _RANGE.match(span):
-            fail(f"fw: security group rule RANGE = {span!r} is not a port range a:b")
-        full = span == "0:65535"
-        return [*match, "-p", proto] + ([] if full else ["--dport", span])
-    if proto == "icmp":
-        kind = vector.get("ICMP_TYPE", "").strip()
-        code = vector.get("ICMP_CODE", "").strip()
-        if not kind:
-            return [*match, "-p", "icmp"]
-        if not kind.isdigit() or (code and not code.isdigit()):
-            fail(f"fw: security group rule ICMP_TYPE/ICMP_CODE {kind!r}/{code!r} are not numbers")
-        return [*match, "-p", "icmp", "--icmp-type", f"{kind}/{code}" if code else kind]
-    if not proto.isdigit():
-        fail(f"fw: security group rule PROTOCOL = {proto!r} is unknown")
-    return [*match, "-p", proto]
+    match += ["-p", found.protocol]
+    if found.ports is not None:
+        match += ["--dport", f"{found.ports[0]}:{found.ports[1]}"]
+    if found.icmp_type:
+        code = f"/{found.icmp_code}" if found.icmp_code else ""
+        match += ["--icmp-type", f"{found.icmp_type}{code}"]
+    return match
 
 
 def jump(vm_id: str, nic: Nic) -> list[str]:

@@ -55,14 +55,13 @@ else through `sudo -n`.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import subprocess
 
 import fw_rules
 from host_command import fail, run
-from vnm_common import Nic, tagged, vlan_id
+from vnm_common import Nic, group_rule, tagged, vlan_id
 
 COOKIE_BASE = 0x6E75 << 48
 SHARED_COOKIE = COOKIE_BASE | 0xFFFF_FFFF_FFFF
@@ -206,42 +205,22 @@ def rule_matches(vector: dict[str, str], direction: str) -> list[list[str]]:
     """One SECURITY_GROUP_RULE as OpenFlow matches, one flow each: [protocol, fields...]
     (the NIC's own field goes after the protocol); [] for an IPv6 block or ICMPV6, which
     are skipped as the fw driver skips them."""
-    block = vector.get("NETWORK", "").strip() or "0.0.0.0/0"
-    try:
-        network = ipaddress.ip_network(block, strict=False)
-    except ValueError:
-        fail(f"ovswitch: security group rule NETWORK = {block!r} is not an address block")
-    if network.version != 4:
+    found = group_rule(vector, "ovswitch")
+    if found is None:
         return []
-    peer = [] if network.prefixlen == 0 else [f"{PEERS[direction]}={network}"]
-    proto = vector.get("PROTOCOL", "ALL").strip().lower()
-    if proto in ("all", "-1"):
+    peer = [] if found.network is None else [f"{PEERS[direction]}={found.network}"]
+    if found.protocol == "all":
         return [["ip", *peer]]
-    if proto == "icmpv6":
-        return []
-    if proto in ("tcp", "udp"):
-        span = vector.get("RANGE", "0:65535").strip()
-        if not _RANGE.match(span):
-            fail(f"ovswitch: security group rule RANGE = {span!r} is not a port range a:b")
-        if span == "0:65535":
-            return [[proto, *peer]]
-        return [[proto, *peer, f"tp_dst={port}"] for port in port_ranges(span)]
-    if proto == "icmp":
-        kind = vector.get("ICMP_TYPE", "").strip()
-        code = vector.get("ICMP_CODE", "").strip()
-        if not kind:
-            return [["icmp", *peer]]
-        if not _byte(kind) or (code and not _byte(code)):
-            fail(f"ovswitch: security group rule ICMP_TYPE/ICMP_CODE {kind!r}/{code!r} are "
-                 "not numbers from 0 to 255")
-        return [["icmp", *peer, f"icmp_type={kind}"] + ([f"icmp_code={code}"] if code else [])]
-    if not _byte(proto):
-        fail(f"ovswitch: security group rule PROTOCOL = {proto!r} is unknown")
-    return [["ip", *peer, f"nw_proto={proto}"]]
-
-
-def _byte(text: str) -> bool:
-    return text.isdigit() and int(text) <= 255
+    if found.protocol in ("tcp", "udp"):
+        if found.ports is None:
+            return [[found.protocol, *peer]]
+        return [[found.protocol, *peer, f"tp_dst={port}"]
+                for port in port_ranges(f"{found.ports[0]}:{found.ports[1]}")]
+    if found.protocol == "icmp":
+        kind = [f"icmp_type={found.icmp_type}"] if found.icmp_type else []
+        code = [f"icmp_code={found.icmp_code}"] if found.icmp_code else []
+        return [["icmp", *peer, *kind, *code]]
+    return [["ip", *peer, f"nw_proto={found.protocol}"]]
 
 
 def groups(vm_id: str, nic: Nic) -> list[str]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
+import re
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -27,6 +29,60 @@ class Nic:
     # SECURITY_GROUP_RULE vectors of its document; they apply to each of its NICs
     grouped: bool = False
     rules: tuple[dict[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupRule:
+    """One SECURITY_GROUP_RULE (core/service/sgrules.py), checked: the peer block (None:
+    everywhere), the protocol ("all", "tcp", "udp", "icmp" or an IP protocol number),
+    the port range (None: every port) and the ICMP type and code ("" when not named)."""
+
+    network: ipaddress.IPv4Network | None
+    protocol: str
+    ports: tuple[int, int] | None = None
+    icmp_type: str = ""
+    icmp_code: str = ""
+
+
+_SPAN = re.compile(r"^\d{1,5}:\d{1,5}$")
+
+
+def group_rule(vector: dict[str, str], driver: str) -> GroupRule | None:
+    """The rule, or None for one these IPv4 drivers leave out (an IPv6 block, ICMPV6);
+    bad values fail the action with `driver`'s name."""
+    what = f"{driver}: security group rule"
+    block = vector.get("NETWORK", "").strip() or "0.0.0.0/0"
+    try:
+        network = ipaddress.ip_network(block, strict=False)
+    except ValueError:
+        fail(f"{what} NETWORK = {block!r} is not an address block")
+    if not isinstance(network, ipaddress.IPv4Network):
+        return None
+    peer = None if network.prefixlen == 0 else network
+    proto = vector.get("PROTOCOL", "ALL").strip().lower()
+    if proto in ("all", "-1"):
+        return GroupRule(peer, "all")
+    if proto == "icmpv6":
+        return None
+    if proto in ("tcp", "udp"):
+        span = vector.get("RANGE", "0:65535").strip()
+        first, last = map(int, span.split(":")) if _SPAN.match(span) else (-1, -1)
+        if not 0 <= first <= last <= 65535:
+            fail(f"{what} RANGE = {span!r} is not a port range a:b (0 to 65535)")
+        return GroupRule(peer, proto, None if (first, last) == (0, 65535) else (first, last))
+    if proto == "icmp":
+        kind = vector.get("ICMP_TYPE", "").strip()
+        code = vector.get("ICMP_CODE", "").strip() if kind else ""
+        if kind and (not _byte(kind) or (code and not _byte(code))):
+            fail(f"{what} ICMP_TYPE/ICMP_CODE {kind!r}/{code!r} are not numbers from 0 to 255")
+        return GroupRule(peer, "icmp", None, kind, code)
+    if not _byte(proto):
+        fail(f"{what} PROTOCOL = {proto!r} is unknown")
+    return GroupRule(peer, proto)
+
+
+def _byte(text: str) -> bool:
+    return text.isdigit() and int(text) <= 255
 
 
 def tagged(nic: Nic) -> bool:
