@@ -168,7 +168,7 @@ def test_bad_values_are_refused(attrs: dict[str, str], message: str,
     assert "cannot be a device name" in capsys.readouterr().err
 
 
-def test_a_mapped_nic_is_filtered_on_routed_traffic_too() -> None:
+def test_a_nic_is_filtered_on_routed_traffic_too() -> None:
     jumps = [j for j, _ in fw_rules.wanted("7", [nic(grouped=True, ICMP="drop")])]
     assert jumps == [
         ["FORWARD", "-m", "physdev", "--physdev-is-bridged", "--physdev-out", "one-7-0",
@@ -183,13 +183,15 @@ def test_a_mapped_nic_is_filtered_on_routed_traffic_too() -> None:
          "-j", "one-7-0-i"],
         ["FORWARD", "-d", "10.0.1.5/32", "-o", "br0", "-m", "physdev", "!",
          "--physdev-is-bridged", "-j", "one-7-0-i"]]
-    # without PUBLIC_IP: only the bridged jumps, as before
-    assert len(fw_rules.wanted("7", [nic(public="", grouped=True)])) == 2
+    # with or without PUBLIC_IP: the host may route to the NIC's network (its GATEWAY)
+    assert len(fw_rules.wanted("7", [nic(public="", grouped=True)])) == 4
+    bare = vnm_common.Nic("0", "one-7-0", "", "", "3", "br0", {}, True, ())
+    assert fw_rules.routed_jump("7", bare, "one-7-0-i") is None  # no address, no route
 
 
-def test_routed_jumps_go_once_the_address_has_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_routed_jumps_stay_with_their_chains(monkeypatch: pytest.MonkeyPatch) -> None:
     """update_sg after a disassociation: the document no longer has PUBLIC_IP, the group
-    chains stay, their routed jumps go."""
+    chains and both their jumps stay; a chain no longer needed goes with both jumps."""
     calls: list[list[str]] = []
 
     def iptables(*args: str, check: bool = True) -> bool:
@@ -200,7 +202,8 @@ def test_routed_jumps_go_once_the_address_has_gone(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(fw_rules, "restore", lambda text: None)
     assert fw_rules.apply("7", [nic(public="", grouped=True)]) == 2
     deleted = [c[1:] for c in calls if c[0] == "-D"]
-    assert fw_rules.routed_jump("7", nic(), "one-7-0-i") in deleted
-    assert fw_rules.routed_jump("7", nic(), "one-7-0-o") in deleted
-    assert fw_rules.group_jump("7", nic(), "inbound") not in deleted  # kept
+    assert fw_rules.routed_jump("7", nic(), "one-7-0-i") not in deleted  # kept
+    assert fw_rules.group_jump("7", nic(), "inbound") not in deleted
+    assert fw_rules.routed_jump("7", nic(), "one-7-3") in deleted  # no port filters
+    assert fw_rules.jump("7", nic()) in deleted
     assert not any(c[0] in ("-F", "-X") and c[1] != "one-7-3" for c in calls)

@@ -89,11 +89,12 @@ def test_security_group_rules_return_what_they_allow_and_drop_the_rest() -> None
         ["-j", "DROP"]]
     assert fw_rules.group_rules(vm, "outbound") == [established, ["-j", "RETURN"],
                                                     ["-j", "DROP"]]
-    # the group chains are inserted last, so they come first in FORWARD
+    # the group chains are inserted last, so they come first in FORWARD; each has a
+    # bridged jump and one for traffic the host routes
     jumps = [j for j, _ in fw_rules.wanted("7", [grouped()])]
-    assert [j[-3:] for j in jumps] == [["one-7-1", "-j", "one-7-1-o"],
-                                       ["one-7-1", "-j", "one-7-1-i"]]
-    assert jumps[0][4] == "--physdev-in" and jumps[1][4] == "--physdev-out"
+    assert [j[-1] for j in jumps] == ["one-7-1-o", "one-7-1-o", "one-7-1-i", "one-7-1-i"]
+    assert jumps[0][4] == "--physdev-in" and jumps[2][4] == "--physdev-out"
+    assert "!" in jumps[1] and "!" in jumps[3]
     assert fw_rules.group_rules(grouped(), "inbound") == [established, ["-j", "DROP"]]
 
 

@@ -23,13 +23,14 @@ established traffic and what a SECURITY_GROUP_RULE of its direction allows (prot
 ports or ICMP type, NETWORK as the peer block) and drops the rest, as EC2 does; traffic
 then still meets the port filters. IPv6 blocks are left out (iptables is IPv4).
 
-A NIC with PUBLIC_IP (an Elastic IP, NATed to it by nat_rules.py) is also reached by
-routed traffic, which the jumps above never see: a packet the host routes into the bridge
-is not bridged, and its bridge port is not known yet in FORWARD. So such a NIC's port
-filter and inbound group chains are also jumped to for `-d <IP>/32 -o <bridge> -m physdev
-! --physdev-is-bridged`, and its outbound group chain for `-m physdev --physdev-in <tap> !
---physdev-is-bridged` (what the VM sends through the host); bridged traffic still meets
-each chain once.
+A NIC is also reached by routed traffic when the host routes for its network (the bridge
+carries the GATEWAY address; an Elastic IP, NATed to it by nat_rules.py), which the jumps
+above never see: a packet the host routes into the bridge is not bridged, and its bridge
+port is not known yet in FORWARD. So a NIC's port filter and inbound group chains are also
+jumped to for `-d <IP>/32 -o <bridge> -m physdev ! --physdev-is-bridged`, and its outbound
+group chain for `-m physdev --physdev-in <tap> ! --physdev-is-bridged` (what the VM sends
+through the host); bridged traffic still meets each chain once, and on a host that does
+not route the routed jumps match nothing.
 
 Each VM's chains are written in one `iptables-restore --noflush`, so a rule change on a
 running VM (update_sg) never leaves a moment without rules. clean removes the jumps,
@@ -147,14 +148,10 @@ def routed_jump(vm_id: str, nic: Nic, target: str) -> list[str] | None:
     return ["FORWARD", "-d", f"{nic.ip}/32", "-o", nic.bridge, *not_bridged, "-j", target]
 
 
-def _mapped(nic: Nic) -> bool:
-    return bool(nic.attributes.get("PUBLIC_IP", "").strip())
-
-
 def wanted(vm_id: str, nics: list[Nic]) -> list[tuple[list[str], list[list[str]]]]:
     """(jump, chain rules) for every chain the VM's NICs need, in the order the jumps are
-    inserted at the top of FORWARD: the group chains end up before the port filters. A
-    chain reached by routed traffic too (PUBLIC_IP) comes twice, with each jump."""
+    inserted at the top of FORWARD: the group chains end up before the port filters. Each
+    chain of a NIC with an IP comes twice: with its bridged jump and its routed one."""
     found = []
     for nic in nics:
         made = []
@@ -165,7 +162,7 @@ def wanted(vm_id: str, nics: list[Nic]) -> list[tuple[list[str], list[list[str]]
                 made.append((group_jump(vm_id, nic, direction), group_rules(nic, direction)))
         for j, chain_rules in made:
             found.append((j, chain_rules))
-            routed = routed_jump(vm_id, nic, j[-1]) if _mapped(nic) else None
+            routed = routed_jump(vm_id, nic, j[-1])
             if routed is not None:
                 found.append((routed, chain_rules))
     return found
@@ -195,8 +192,7 @@ def remove(vm_id: str, nics: list[Nic]) -> int:
 
 def _remove(vm_id: str, nics: list[Nic], keep: list[list[str]]) -> int:
     """Remove the jumps the NICs may have but `keep`, then the chains no kept jump leads
-    to. Routed jumps are looked for whether the NIC has PUBLIC_IP or not: a document
-    whose address has gone (update_sg, clean) no longer says it had one."""
+    to."""
     kept_chains = {j[-1] for j in keep}
     names: list[str] = []
     for nic in nics:
