@@ -16,7 +16,7 @@ and <pub>/32 on the host's `lo`, so that the address is the host's: Linux answer
 it on every interface (unless arp_ignore says otherwise), and an upstream router may as
 well route the public block to the host. net.ipv4.ip_forward is set to 1 when a mapping
 is made (never back to 0). Filtering of the DNATed traffic is fw_rules' (its routed
-jumps for NICs with PUBLIC_IP).
+jumps, which every NIC with an address has).
 
 What is installed says what to undo: the VM's chains are found in `iptables -t nat -S`,
 their addresses in their DNAT rules, so update_sg (with a document that no longer names
