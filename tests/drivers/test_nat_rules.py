@@ -200,6 +200,8 @@ def test_routed_jumps_stay_with_their_chains(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(fw_rules, "iptables", iptables)
     monkeypatch.setattr(fw_rules, "restore", lambda text: None)
+    monkeypatch.setattr(fw_rules, "ip6tables", lambda *args, check=True: False)  # IPv6 aside
+    monkeypatch.setattr(fw_rules, "restore6", lambda text: None)
     assert fw_rules.apply("7", [nic(public="", grouped=True)]) == 2
     deleted = [c[1:] for c in calls if c[0] == "-D"]
     assert fw_rules.routed_jump("7", nic(), "one-7-0-i") not in deleted  # kept

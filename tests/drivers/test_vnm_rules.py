@@ -102,10 +102,112 @@ def test_security_group_rules_that_are_not_rules_are_refused(
         capsys: pytest.CaptureFixture[str]) -> None:
     for bad in ({"PROTOCOL": "TCP", "RANGE": "80; reboot"}, {"PROTOCOL": "GRE"},
                 {"PROTOCOL": "ALL", "NETWORK": "10.0.0.0/33"},
-                {"PROTOCOL": "ICMP", "ICMP_TYPE": "echo"}):
+                {"PROTOCOL": "ICMP", "ICMP_TYPE": "echo"},
+                {"PROTOCOL": "ALL", "NETWORK": "fd00::/129"},
+                {"PROTOCOL": "TCP", "RANGE": "22", "NETWORK": "::/0"},
+                {"PROTOCOL": "ICMPV6", "ICMP_TYPE": "128", "ICMP_CODE": "256"},
+                {"PROTOCOL": "ICMPV6", "ICMP_TYPE": "128; reboot", "NETWORK": "::/0"}):
         with pytest.raises(SystemExit):
             fw_rules.group_rules(grouped({"RULE_TYPE": "inbound", **bad}), "inbound")
     assert "fw: security group rule" in capsys.readouterr().err
+
+
+ND = [["-p", "ipv6-icmp", "--icmpv6-type", kind, "-j", "RETURN"]
+      for kind in ("133", "134", "135", "136")]
+
+
+def test_ipv6_rules_go_to_ip6tables_and_ipv4_ones_to_iptables() -> None:
+    vm = grouped(
+        {"RULE_TYPE": "inbound", "PROTOCOL": "TCP", "RANGE": "22:22", "NETWORK": "::/0"},
+        {"RULE_TYPE": "inbound", "PROTOCOL": "TCP", "RANGE": "80:80", "NETWORK": "10.0.0.0/8"},
+        {"RULE_TYPE": "inbound", "PROTOCOL": "UDP", "RANGE": "0:65535",
+         "NETWORK": "fd00:221::99/128"},
+        {"RULE_TYPE": "inbound", "PROTOCOL": "ICMPV6", "ICMP_TYPE": "128", "ICMP_CODE": "0",
+         "NETWORK": "fd00:221::/64"},
+        {"RULE_TYPE": "inbound", "PROTOCOL": "ICMPV6", "NETWORK": "2001:db8::/32"},
+        {"RULE_TYPE": "inbound", "PROTOCOL": "ICMPV6", "NETWORK": "0.0.0.0/0"},  # no packet
+        {"RULE_TYPE": "inbound", "PROTOCOL": "ICMP", "NETWORK": "::/0"},  # no packet
+        {"RULE_TYPE": "inbound", "PROTOCOL": "50", "NETWORK": "fd00::1:0/112"},
+        {"RULE_TYPE": "outbound", "PROTOCOL": "ALL", "NETWORK": "::/0"},
+        {"RULE_TYPE": "outbound", "PROTOCOL": "ALL", "NETWORK": "0.0.0.0/0"})
+    established = ["-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN"]
+    assert fw_rules.group_rules(vm, "inbound", 6) == [
+        established, *ND,
+        ["-p", "tcp", "--dport", "22:22", "-j", "RETURN"],  # ::/0: from anywhere
+        ["-s", "fd00:221::99/128", "-p", "udp", "-j", "RETURN"],
+        ["-s", "fd00:221::/64", "-p", "ipv6-icmp", "--icmpv6-type", "128/0", "-j", "RETURN"],
+        ["-s", "2001:db8::/32", "-p", "ipv6-icmp", "-j", "RETURN"],
+        ["-s", "fd00::1:0/112", "-p", "50", "-j", "RETURN"],
+        ["-j", "DROP"]]
+    assert fw_rules.group_rules(vm, "outbound", 6) == [established, *ND, ["-j", "RETURN"],
+                                                       ["-j", "DROP"]]
+    assert fw_rules.group_rules(vm, "inbound") == [
+        established, ["-s", "10.0.0.0/8", "-p", "tcp", "--dport", "80:80", "-j", "RETURN"],
+        ["-j", "DROP"]]
+    # without rules of its own, IPv6 is dropped but neighbour discovery
+    assert fw_rules.group_rules(grouped(), "inbound", 6) == [established, *ND, ["-j", "DROP"]]
+    # the same chains in ip6tables' own tables, bridged jumps only (no IPv6 routes)
+    assert [j for j, _ in fw_rules.wanted6("7", [grouped(), nic(ICMP="drop")])] == [
+        ["FORWARD", "-m", "physdev", "--physdev-is-bridged", "--physdev-in", "one-7-1",
+         "-j", "one-7-1-o"],
+        ["FORWARD", "-m", "physdev", "--physdev-is-bridged", "--physdev-out", "one-7-1",
+         "-j", "one-7-1-i"]]
+
+
+def test_one_reader_gives_each_rule_its_family() -> None:
+    rule = vnm_common.group_rule
+    assert rule({"PROTOCOL": "TCP", "RANGE": "22:22", "NETWORK": "fd00::/8"}, "x") == (
+        vnm_common.GroupRule(6, vnm_common.ipaddress.ip_network("fd00::/8"), "tcp", (22, 22)))
+    assert rule({"PROTOCOL": "ICMPV6", "ICMP_TYPE": "128"}, "x") == (
+        vnm_common.GroupRule(6, None, "icmpv6", None, "128"))  # no NETWORK: IPv6 anywhere
+    assert rule({"PROTOCOL": "ALL"}, "x") == vnm_common.GroupRule(4, None, "all")
+    assert rule({"PROTOCOL": "ICMP", "NETWORK": "fd00::/8"}, "x") is None
+
+
+class Tables:
+    """One family's iptables and restore, faked: the jumps and chains it holds."""
+
+    def __init__(self) -> None:
+        self.jumps: list[list[str]] = []
+        self.chains: set[str] = set()
+        self.loads: list[str] = []
+
+    def tables(self, *args: str, check: bool = True) -> bool:
+        what, rest = args[0], list(args[1:])
+        if what == "-C":
+            return rest in self.jumps
+        if what == "-I":
+            self.jumps.insert(0, rest)
+        if what == "-D" and rest in self.jumps:
+            self.jumps.remove(rest)
+            return True
+        if what == "-F":
+            return rest[0] in self.chains
+        if what == "-X":
+            self.chains.discard(rest[0])
+        return what in ("-I", "-X")
+
+    def load(self, text: str) -> None:
+        self.loads.append(text)
+        self.chains |= {line[1:].split()[0] for line in text.splitlines() if line[:1] == ":"}
+
+
+def test_apply_loads_each_family_once_and_remove_empties_both(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    v4, v6 = Tables(), Tables()
+    for name, fake in (("iptables", v4.tables), ("restore", v4.load),
+                       ("ip6tables", v6.tables), ("restore6", v6.load)):
+        monkeypatch.setattr(fw_rules, name, fake)
+    rule = {"RULE_TYPE": "inbound", "PROTOCOL": "TCP", "RANGE": "8080:8080",
+            "NETWORK": "fd00:221::99/128"}
+    assert fw_rules.apply("7", [grouped(rule)]) == 2  # one-7-1-i and -o, in both families
+    assert len(v4.loads) == len(v6.loads) == 1 and v6.chains == {"one-7-1-i", "one-7-1-o"}
+    assert "-A one-7-1-i -s fd00:221::99/128 -p tcp --dport 8080:8080 -j RETURN" in v6.loads[0]
+    assert "fd00" not in v4.loads[0] and len(v4.jumps) == 4 and len(v6.jumps) == 2
+    fw_rules.apply("7", [grouped()])  # update_sg: replaced, jumps not doubled
+    assert "fd00" not in v6.loads[1] and len(v6.jumps) == 2
+    assert fw_rules.remove("7", [grouped()]) == 2
+    assert v4.jumps == v6.jumps == [] and v4.chains == v6.chains == set()
 
 
 def test_the_vm_document_gives_each_nic_the_vms_group_rules(

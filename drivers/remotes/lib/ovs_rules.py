@@ -29,8 +29,8 @@ becomes exact masks), statefully through Open vSwitch's conntrack (zone: the VLA
           (udp alike; icmp[,icmp_type=<t>[,icmp_code=<c>]]; ip,nw_proto=<n>; ip for ALL)
     39000 ip,<nic>                                       -> drop (what no rule allows)
 nw_src is the peer of inbound rules, nw_dst of outbound ones; a 0.0.0.0/0 NETWORK matches
-any. ARP passes (only IPv4 is filtered); IPv6 blocks and ICMPV6 rules are skipped, as fw
-does, so IPv6 is not filtered. Table 3 filters what goes to a NIC with
+any. ARP passes (only IPv4 is filtered); IPv6 blocks and ICMPV6 rules are skipped (fw
+filters them with ip6tables), so IPv6 is not filtered. Table 3 filters what goes to a NIC with
 WHITE/BLACK_PORTS_TCP/UDP or ICMP = drop, the fw driver's rules as flows, and commits the
 connections that got this far (a grouped NIC gets the first three and last two):
     42000 ip,dl_dst=<mac>,ct_state=-trk                  -> ct(table=3)
@@ -203,10 +203,10 @@ def zone(nic: Nic) -> int:
 
 def rule_matches(vector: dict[str, str], direction: str) -> list[list[str]]:
     """One SECURITY_GROUP_RULE as OpenFlow matches, one flow each: [protocol, fields...]
-    (the NIC's own field goes after the protocol); [] for an IPv6 block or ICMPV6, which
-    are skipped as the fw driver skips them."""
+    (the NIC's own field goes after the protocol); [] for an IPv6 block or ICMPV6: only
+    IPv4 is filtered here (the fw driver filters IPv6 with ip6tables)."""
     found = group_rule(vector, "ovswitch")
-    if found is None:
+    if found is None or found.family != 4:
         return []
     peer = [] if found.network is None else [f"{PEERS[direction]}={found.network}"]
     if found.protocol == "all":

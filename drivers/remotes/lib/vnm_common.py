@@ -33,11 +33,13 @@ class Nic:
 
 @dataclass(frozen=True)
 class GroupRule:
-    """One SECURITY_GROUP_RULE (core/service/sgrules.py), checked: the peer block (None:
-    everywhere), the protocol ("all", "tcp", "udp", "icmp" or an IP protocol number),
-    the port range (None: every port) and the ICMP type and code ("" when not named)."""
+    """One SECURITY_GROUP_RULE (core/service/sgrules.py), checked: its address family (4
+    or 6, NETWORK's), the peer block (None: everywhere), the protocol ("all", "tcp",
+    "udp", "icmp", "icmpv6" or an IP protocol number), the port range (None: every port)
+    and the ICMP or ICMPv6 type and code ("" when not named)."""
 
-    network: ipaddress.IPv4Network | None
+    family: int
+    network: ipaddress.IPv4Network | ipaddress.IPv6Network | None
     protocol: str
     ports: tuple[int, int] | None = None
     icmp_type: str = ""
@@ -48,37 +50,37 @@ _SPAN = re.compile(r"^\d{1,5}:\d{1,5}$")
 
 
 def group_rule(vector: dict[str, str], driver: str) -> GroupRule | None:
-    """The rule, or None for one these IPv4 drivers leave out (an IPv6 block, ICMPV6);
-    bad values fail the action with `driver`'s name."""
+    """The rule, IPv4 or IPv6 (NETWORK's family; none given is everywhere, IPv6 for
+    ICMPV6, else IPv4), or None for one no packet matches: ICMP with an IPv6 block,
+    ICMPV6 with an IPv4 one. Bad values fail the action with `driver`'s name."""
     what = f"{driver}: security group rule"
-    block = vector.get("NETWORK", "").strip() or "0.0.0.0/0"
+    proto = vector.get("PROTOCOL", "ALL").strip().lower()
+    block = vector.get("NETWORK", "").strip() or ("::/0" if proto == "icmpv6" else "0.0.0.0/0")
     try:
         network = ipaddress.ip_network(block, strict=False)
     except ValueError:
         fail(f"{what} NETWORK = {block!r} is not an address block")
-    if not isinstance(network, ipaddress.IPv4Network):
-        return None
-    peer = None if network.prefixlen == 0 else network
-    proto = vector.get("PROTOCOL", "ALL").strip().lower()
+    family, peer = network.version, None if network.prefixlen == 0 else network
     if proto in ("all", "-1"):
-        return GroupRule(peer, "all")
-    if proto == "icmpv6":
-        return None
+        return GroupRule(family, peer, "all")
     if proto in ("tcp", "udp"):
         span = vector.get("RANGE", "0:65535").strip()
         first, last = map(int, span.split(":")) if _SPAN.match(span) else (-1, -1)
         if not 0 <= first <= last <= 65535:
             fail(f"{what} RANGE = {span!r} is not a port range a:b (0 to 65535)")
-        return GroupRule(peer, proto, None if (first, last) == (0, 65535) else (first, last))
-    if proto == "icmp":
+        ports = None if (first, last) == (0, 65535) else (first, last)
+        return GroupRule(family, peer, proto, ports)
+    if proto in ("icmp", "icmpv6"):
         kind = vector.get("ICMP_TYPE", "").strip()
         code = vector.get("ICMP_CODE", "").strip() if kind else ""
         if kind and (not _byte(kind) or (code and not _byte(code))):
             fail(f"{what} ICMP_TYPE/ICMP_CODE {kind!r}/{code!r} are not numbers from 0 to 255")
-        return GroupRule(peer, "icmp", None, kind, code)
+        if family != (6 if proto == "icmpv6" else 4):
+            return None
+        return GroupRule(family, peer, proto, None, kind, code)
     if not _byte(proto):
         fail(f"{what} PROTOCOL = {proto!r} is unknown")
-    return GroupRule(peer, proto)
+    return GroupRule(family, peer, proto)
 
 
 def _byte(text: str) -> bool:
