@@ -1,7 +1,7 @@
 """The network drivers' rule makers (drivers/remotes/lib: vnm_common, fw_rules,
 ebtables_rules) on their own: what each NIC gets, in which order, and bad input refused.
-The rules themselves are exercised on lab hosts by tests/e2e/test_fw.py and
-test_isolation.py."""
+The rules themselves are exercised on lab hosts by tests/e2e/test_fw.py,
+test_isolation.py and test_secgroups_ipv6.py."""
 
 from __future__ import annotations
 
