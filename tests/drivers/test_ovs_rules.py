@@ -240,3 +240,17 @@ def test_bad_security_group_rules_are_refused(vector: dict[str, str], message: s
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert message in err and "ERROR MESSAGE" in err
+
+
+def test_clean_removes_fw_chains_of_nics_off_ovs_whatever_they_had(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NIC on a Linux bridge only in groups (no port filters) had fw's group chains:
+    clean removes them too."""
+    import fw_rules
+
+    removed: list[list[vnm_common.Nic]] = []
+    member = grouped()
+    monkeypatch.setattr(ovs_rules, "ovs_nics", lambda nics: ([], list(nics)))
+    monkeypatch.setattr(fw_rules, "remove", lambda vm_id, nics: removed.append(nics) or 2)
+    assert ovs_rules.remove("7", [member]) == (0, 2)
+    assert removed == [[member]]

@@ -334,5 +334,6 @@ def remove(vm_id: str, nics: list[Nic]) -> tuple[int, int]:
                       f"external_ids:{OWNER}"]).stdout.strip().strip('"')
         if owner == vm_id:
             vsctl(*unplug_command(nic))
-    filtered = [nic for nic in others if fw_rules.filtered(nic)]
-    return len(on_ovs), fw_rules.remove(vm_id, filtered) if filtered else 0
+    # whatever fw made for the others (port filters, security groups), whatever the
+    # document says now
+    return len(on_ovs), fw_rules.remove(vm_id, others) if others else 0
