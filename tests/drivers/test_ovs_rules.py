@@ -127,7 +127,8 @@ def test_the_batch_replaces_the_nic_flows_in_one_transaction() -> None:
     assert len(batch) == 5 + 6 + 6 and all(line.startswith("add ") for line in batch[1:])
     with_groups = ovs_rules.flow_batch("7", grouped(rule("inbound", "TCP", RANGE="80:80"),
                                                     ICMP="drop")).splitlines()
-    assert len(with_groups) == 5 + 6 + (3 + 0 + 1) + (3 + 1 + 1) + 6  # no outbound rule
+    assert len(with_groups) == (5 + 6 + (3 + 0 + 1) + (3 + 1 + 1) + 6  # IPv4: no outbound rule
+                                + 2 * (3 + 4 + 0 + 1) + 5)  # IPv6: no rule, ND, commits
     assert with_groups[0] == batch[0]  # one cookie: the groups' flows replaced with the rest
 
 
@@ -165,8 +166,8 @@ def test_security_groups_become_flows_from_and_to_the_nic() -> None:
         rule("inbound", "47"),
         rule("inbound", "ALL", "10.0.0.99/32"),
         rule("inbound", "TCP", "10.0.0.99/32", RANGE="80:80"),  # again (another group)
-        rule("inbound", "TCP", "fd00::/64", RANGE="80:80"),  # IPv6: skipped
-        rule("inbound", "ICMPV6"),  # skipped
+        rule("inbound", "TCP", "fd00::/64", RANGE="80:80"),  # IPv6: its own flows
+        rule("inbound", "ICMPV6", "::/0"),
         rule("outbound", "ALL"),
         rule("outbound", "TCP", "10.1.0.0/16", RANGE="443:443"),
         VLAN="YES", VLAN_ID="100"))
@@ -180,6 +181,8 @@ def test_security_groups_become_flows_from_and_to_the_nic() -> None:
         f"table=1,priority=40000,ip,{tap},actions=resubmit(,2)",
         f"table=1,priority=40000,tcp,{tap},nw_dst=10.1.0.0/16,tp_dst=443,actions=resubmit(,2)",
         f"table=1,priority=39000,ip,{tap},actions=drop",
+        *ipv6(1, tap, 100),
+        f"table=1,priority=39000,ipv6,{tap},actions=drop",
         f"table=2,priority=42000,ip,{to},ct_state=-trk,actions=ct(table=2,zone=100)",
         f"table=2,priority=41000,ip,{to},ct_state=+trk+est,actions=resubmit(,3)",
         f"table=2,priority=41000,ip,{to},ct_state=+trk+rel,actions=resubmit(,3)",
@@ -191,17 +194,86 @@ def test_security_groups_become_flows_from_and_to_the_nic() -> None:
         f"table=2,priority=40000,icmp,{to},nw_src=10.9.0.0/24,actions=resubmit(,3)",
         f"table=2,priority=40000,ip,{to},nw_proto=47,actions=resubmit(,3)",
         f"table=2,priority=40000,ip,{to},nw_src=10.0.0.99/32,actions=resubmit(,3)",
-        f"table=2,priority=39000,ip,{to},actions=drop"]
+        f"table=2,priority=39000,ip,{to},actions=drop",
+        *ipv6(2, to, 100),
+        f"table=2,priority=40000,tcp6,{to},ipv6_src=fd00::/64,tp_dst=80,actions=resubmit(,3)",
+        f"table=2,priority=40000,icmp6,{to},actions=resubmit(,3)",
+        f"table=2,priority=39000,ipv6,{to},actions=drop"]
+
+
+def ipv6(table: int, own: str, zone: int) -> list[str]:
+    """The first IPv6 flows of a group table: conntrack, established, neighbour
+    discovery."""
+    onward = f"actions=resubmit(,{table + 1})"
+    return [f"table={table},priority=42000,ipv6,{own},ct_state=-trk,"
+            f"actions=ct(table={table},zone={zone})",
+            f"table={table},priority=41000,ipv6,{own},ct_state=+trk+est,{onward}",
+            f"table={table},priority=41000,ipv6,{own},ct_state=+trk+rel,{onward}",
+            *(f"table={table},priority=41000,icmp6,{own},icmp_type={kind},{onward}"
+              for kind in (133, 134, 135, 136))]
+
+
+def test_ipv6_rules_become_ipv6_flows_and_ipv4_ones_stay_as_they_were() -> None:
+    """Each rule goes to its NETWORK's family; IPv6 rules match ipv6_src/ipv6_dst with
+    tcp6, udp6, icmp6 and ipv6; the IPv4 flows are those of the same rules without the
+    IPv6 ones."""
+    v4 = [rule("inbound", "TCP", "10.0.0.99/32", RANGE="80:80"),
+          rule("outbound", "ICMP", ICMP_TYPE="8")]
+    v6 = [rule("inbound", "TCP", "fd00:1::99/128", RANGE="8080:8081"),
+          rule("inbound", "UDP", "fd00:2::/48"),
+          rule("inbound", "ICMPV6", "fd00:1::98", ICMP_TYPE="128", ICMP_CODE="0"),
+          rule("inbound", "ICMPV6", ICMP_TYPE="1"),  # no NETWORK given: ICMPv6 everywhere
+          rule("outbound", "TCP", "::/0", RANGE="443:443"),
+          rule("outbound", "ALL", "fd00:3::/64"),
+          rule("outbound", "58", "fd00:4::/64"),
+          rule("outbound", "ICMP", "fd00::/8"),  # ICMP to an IPv6 block: matches nothing
+          rule("outbound", "ICMPV6", "10.0.0.0/8")]  # and ICMPV6 to an IPv4 one
+    v6[3].pop("NETWORK")
+    both = ovs_rules.groups("7", grouped(*v4, *v6))
+    alone = ovs_rules.groups("7", grouped(*v4))
+    assert [flow for flow in both if not v6_flow(flow)] == [
+        flow for flow in alone if not v6_flow(flow)]  # IPv4: as without the IPv6 rules
+    assert len([flow for flow in alone if v6_flow(flow)]) == 2 * 8  # IPv6: no rule
+    body = [flow.split(",", 2)[2] for flow in both if "priority=40000" in flow
+            and v6_flow(flow)]
+    tap, to, on1, on2 = "in_port=one-7-1", f"dl_dst={MAC}", "resubmit(,2)", "resubmit(,3)"
+    assert body == [
+        f"priority=40000,tcp6,{tap},tp_dst=443,actions={on1}",  # ::/0 is everywhere
+        f"priority=40000,ipv6,{tap},ipv6_dst=fd00:3::/64,actions={on1}",
+        f"priority=40000,ipv6,{tap},ipv6_dst=fd00:4::/64,nw_proto=58,actions={on1}",
+        f"priority=40000,tcp6,{to},ipv6_src=fd00:1::99/128,tp_dst=0x1f90/0xfffe,"
+        f"actions={on2}",  # 8080 and 8081
+        f"priority=40000,udp6,{to},ipv6_src=fd00:2::/48,actions={on2}",
+        f"priority=40000,icmp6,{to},ipv6_src=fd00:1::98/128,icmp_type=128,icmp_code=0,"
+        f"actions={on2}",
+        f"priority=40000,icmp6,{to},icmp_type=1,actions={on2}"]
+
+
+def v6_flow(flow: str) -> bool:
+    return any(f",{proto}," in flow for proto in ("ipv6", "tcp6", "udp6", "icmp6"))
+
+
+def test_neighbour_discovery_passes_every_grouped_nic_both_ways() -> None:
+    """ICMPv6 133-136 pass in tables 1 and 2 whatever the rules, even with none."""
+    flows = ovs_rules.groups("7", grouped())
+    nd = [flow.split(",", 2)[1:] for flow in flows if "icmp6" in flow]
+    assert nd == [[f"table={table}", f"priority=41000,icmp6,{own},icmp_type={kind},"
+                   f"actions=resubmit(,{table + 1})"]
+                  for table, own in ((1, "in_port=one-7-1"), (2, f"dl_dst={MAC}"))
+                  for kind in (133, 134, 135, 136)]
+    assert flows[-1].endswith(f"priority=39000,ipv6,dl_dst={MAC},actions=drop")
+    assert ovs_rules.groups("7", nic()) == []  # in no group: IPv6 unfiltered as before
 
 
 def test_a_group_without_rules_lets_only_established_traffic_through() -> None:
     body = [flow.split(",", 1)[1] for flow in ovs_rules.groups("7", grouped())]
     assert [flow for flow in body if "priority=40000" in flow] == []
-    assert body[-1] == f"table=2,priority=39000,ip,dl_dst={MAC},actions=drop"
+    assert body[-1] == f"table=2,priority=39000,ipv6,dl_dst={MAC},actions=drop"
+    assert f"table=2,priority=39000,ip,dl_dst={MAC},actions=drop" in body
     assert "ct(table=1,zone=0)" in body[0]  # untagged: zone 0
-    assert len(body) == 2 * 4
+    assert len(body) == 2 * (4 + 8)  # IPv4, and IPv6 with neighbour discovery
     icmp = ovs_rules.groups("7", grouped(rule("inbound", "ICMP", ICMP_TYPE="3")))
-    assert f"icmp,dl_dst={MAC},icmp_type=3,actions=resubmit(,3)" in icmp[-2]
+    assert f"icmp,dl_dst={MAC},icmp_type=3,actions=resubmit(,3)" in icmp[-10]
 
 
 def test_port_filters_follow_the_groups_and_commit_what_passed() -> None:
@@ -215,11 +287,16 @@ def test_port_filters_follow_the_groups_and_commit_what_passed() -> None:
         f"priority=41000,ip,{to},ct_state=+trk+est,actions=NORMAL",
         f"priority=41000,ip,{to},ct_state=+trk+rel,actions=NORMAL",
         f"priority=37000,ip,{to},actions=ct(commit,zone=0),NORMAL",
-        "priority=36000,in_port=one-7-1,ip,actions=ct(commit,zone=0),NORMAL"]
+        "priority=36000,in_port=one-7-1,ip,actions=ct(commit,zone=0),NORMAL",
+        f"priority=42000,ipv6,{to},ct_state=-trk,actions=ct(table=3,zone=0)",
+        f"priority=41000,ipv6,{to},ct_state=+trk+est,actions=NORMAL",
+        f"priority=41000,ipv6,{to},ct_state=+trk+rel,actions=NORMAL",
+        f"priority=37000,ipv6,{to},actions=ct(commit,zone=0),NORMAL",
+        "priority=36000,in_port=one-7-1,ipv6,actions=ct(commit,zone=0),NORMAL"]
     both = ovs_rules.flows("7", grouped(rule("inbound", "ICMP"), ICMP="drop"))
     tables = [flow.split(",")[1] for flow in both]
     assert tables == sorted(tables)  # anti-spoofing, groups out, groups in, port filters
-    assert f"priority=40000,icmp,{to},actions=drop" in both[-3]  # ICMP = drop still drops
+    assert f"priority=40000,icmp,{to},actions=drop" in both[-8]  # ICMP = drop still drops
 
 
 @pytest.mark.parametrize(("vector", "message"), [

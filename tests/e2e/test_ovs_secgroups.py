@@ -17,18 +17,26 @@ post, update_sg and clean run on it by hand with a VM document written here. It 
 what its outbound rules allow (ping one endpoint; TCP to port 80, refused by the endpoint
 rather than dropped), not the rest, and the answers come back although it has no inbound
 rule. Flows are read with ovs-ofctl inside the host's namespace; they go with the guests.
+
+IPv6 alike, with a second stand-in (VM 902) and the endpoints given ULA addresses (no
+duplicate address detection) and a web server on `::` port 8080 in the stand-in: tcp/8080
+passes over IPv6 from ep-a's /128 only and over IPv4 from ep-b's /32 only (each family its
+own rules); ICMPv6 echo is dropped until update_sg adds an ICMPV6 rule for ep-b; neighbour
+discovery passes both ways although the stand-in has no outbound IPv6 rule.
 """
 
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.apis.ec2.test_boto3 import client, keys
-from tests.e2e.labcloud import Cloud, qemu_cloud, wait_until
+from tests.e2e.labcloud import Cloud, qemu_cloud, run, wait_until
 from tests.guest import guest_os
 
 pytestmark = pytest.mark.slow
@@ -39,6 +47,8 @@ ALLOWED, OTHER = "10.222.0.99", "10.222.0.98"  # the endpoints
 GUESTS = {"opened": "10.222.1.2", "closed": "10.222.2.2"}
 NETWORK = f'VLAN = "YES"\nVLAN_ID = "{VLAN}"\n'
 STANDIN = ("901", "02:00:0a:de:03:05", "10.222.3.5")  # id, MAC, IP of the stand-in VM
+STANDIN6 = ("902", "02:00:0a:de:03:06", "10.222.3.6")  # the IPv6 one, with fd00:222::6
+V6 = {"902": "fd00:222::6", "ep-a": "fd00:222::99", "ep-b": "fd00:222::98"}
 DRIVER = Path(__file__).resolve().parents[2] / "drivers" / "remotes" / "vnm" / "ovswitch"
 
 
@@ -134,10 +144,11 @@ def test_groups_allow_and_deny_guests_on_an_ovs_bridge(cloud: Cloud,
         assert cloud.ovs_flows(BRIDGE, mark(vm_id)) == []
 
 
-def standin_doc(*rules: tuple[str, str, str, str]) -> str:
+def standin_doc(*rules: tuple[str, str, str, str], who: tuple[str, str, str] = STANDIN
+                ) -> str:
     """The stand-in VM's document: in a group, with these (RULE_TYPE, PROTOCOL, RANGE,
     NETWORK) rules."""
-    vm_id, mac, ip = STANDIN
+    vm_id, mac, ip = who
     vectors = "".join(
         f"<SECURITY_GROUP_RULE><SECURITY_GROUP_ID>9</SECURITY_GROUP_ID><RULE_TYPE>{kind}"
         f"</RULE_TYPE><PROTOCOL>{proto}</PROTOCOL>" + (f"<RANGE>{span}</RANGE>" if span else "")
@@ -183,3 +194,74 @@ def test_outbound_rules_on_a_stand_in_vm(cloud: Cloud) -> None:
     act("clean", standin_doc(*rules))
     assert cloud.ovs_flows(BRIDGE, mark(vm_id)) == []
     assert port not in host.ovs("ovs-vsctl", "list-ports", BRIDGE).split()
+
+
+def test_ipv6_rules_on_a_stand_in_vm(cloud: Cloud, tmp_path: Path) -> None:
+    vm_id, mac, ip = STANDIN6
+    port, a6, b6, mine = f"one-{vm_id}-0", V6["ep-a"], V6["ep-b"], V6[vm_id]
+    host = cloud.lab.host("h1")
+
+    def act(action: str, *rules: tuple[str, str, str, str]) -> None:
+        host.ovs("python3", str(DRIVER / action), standin_doc(*rules, who=STANDIN6),
+                 f"one-{vm_id}")
+
+    def web(name: str, address: str) -> str:
+        url = f"http://[{address}]:8080/" if ":" in address else f"http://{address}:8080/"
+        return cloud.at_endpoint(name, "curl", "-s", "-g", "--max-time", "3", url
+                                 ).stdout.strip()
+
+    def ping6(name: str, address: str) -> bool:
+        return cloud.at_endpoint(name, "ping", "-6", "-c", "1", "-W", "2", address
+                                 ).returncode == 0
+
+    def resolved(name: str, address: str) -> bool:
+        """Whether `name` found `address`'s link-layer address (neighbour discovery)."""
+        return "lladdr" in cloud.at_endpoint(name, "ip", "-6", "neigh", "show", address).stdout
+
+    def forget() -> None:
+        for name in (port, "ep-a", "ep-b"):
+            cloud.at_endpoint(name, "ip", "-6", "neigh", "flush", "dev", "eth0")
+
+    stand_in = cloud.ovs_endpoint(BRIDGE, port, f"{ip}/16", mac=mac)
+    for name, address in ((port, mine), ("ep-a", a6), ("ep-b", b6)):
+        run("ip", "-n", f"{cloud.lab.prefix}-{name}", "addr", "replace", f"{address}/64",
+            "dev", "eth0", "nodad")
+    (tmp_path / "index.html").write_text("hello from the stand-in\n")
+    server = subprocess.Popen(  # noqa: S603
+        ["ip", "netns", "exec", stand_in, sys.executable, "-m", "http.server", "--bind", "::",
+         "--directory", str(tmp_path), "8080"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        web6 = ("inbound", "TCP", "8080:8080", f"{a6}/128")
+        web4 = ("inbound", "TCP", "8080:8080", f"{OTHER}/32")
+        act("pre", web6, web4)  # tagged: the endpoints' VLAN
+        wait_until("the stand-in's web server", lambda: "hello" in web("ep-b", mine), 20)
+        assert ping6("ep-a", mine)  # unfiltered before post
+
+        act("post", web6, web4)
+        flows = cloud.ovs_flows(BRIDGE, mark(vm_id))
+        assert any(all(part in line for part in ("tcp6", f"ipv6_src={a6},", "tp_dst=8080"))
+                   for line in flows), flows
+        forget()
+        assert "hello" in web("ep-a", mine)
+        before = packets(cloud, vm_id, 2, "ipv6,", "actions=drop")
+        assert web("ep-b", mine) == ""  # tcp/8080 over IPv6, but not from that block
+        assert packets(cloud, vm_id, 2, "ipv6,", "actions=drop") > before
+        assert "hello" in web("ep-b", ip) and web("ep-a", ip) == ""  # IPv4: its own rules
+        # neighbour discovery both ways: the stand-in's advertisements reached ep-b, which
+        # was refused, and ep-b's reached the stand-in, whose echo then went nowhere
+        assert resolved("ep-b", mine) and resolved("ep-a", mine)
+        assert not ping6(port, b6)  # no outbound IPv6 rule
+        assert resolved(port, b6)
+        assert packets(cloud, vm_id, 1, "icmp6", "icmp_type=136") > 0
+        assert packets(cloud, vm_id, 2, "icmp6", "icmp_type=136") > 0
+        assert not ping6("ep-a", mine) and not ping6("ep-b", mine)  # no ICMPV6 rule
+
+        act("update_sg", web6, web4, ("inbound", "ICMPV6", "", f"{b6}/128"))
+        assert ping6("ep-b", mine) and not ping6("ep-a", mine)
+        assert "hello" in web("ep-a", mine) and web("ep-b", mine) == ""  # the rest as it was
+        act("clean", web6, web4)
+        assert cloud.ovs_flows(BRIDGE, mark(vm_id)) == []
+    finally:
+        server.terminate()
+        server.wait(10)

@@ -19,20 +19,31 @@ security groups, then the port filters). Table 0 checks what comes out of the VM
     45000 in_port=<tap>,ip / arp                                  -> drop (other sources)
     40000 in_port=<tap>,dl_src=<mac>                              -> resubmit(,1)
     39000 in_port=<tap>                                           -> drop (other MACs)
-(IPv4 and ARP rules only when the NIC has an IP.) Tables 1 (from the VM, `in_port=<tap>`)
-and 2 (to it, `dl_dst=<mac>`) hold the security groups of a VM in any (SECURITY_GROUPS in
-its document), one flow per SECURITY_GROUP_RULE of the direction (per port block: a RANGE
-becomes exact masks), statefully through Open vSwitch's conntrack (zone: the VLAN id):
+(IPv4 and ARP rules only when the NIC has an IP.) IPv6 is checked for the MAC only: Nubo
+gives a NIC no IPv6 address to pin, and what the guest configures itself (link-local,
+SLAAC, static) is what its security groups now filter; pinning link-local would cut the
+rest. Tables 1 (from the VM, `in_port=<tap>`) and 2 (to it, `dl_dst=<mac>`) hold the
+security groups of a VM in any (SECURITY_GROUPS in its document), one flow per
+SECURITY_GROUP_RULE of the direction (per port block: a RANGE becomes exact masks),
+statefully through Open vSwitch's conntrack (zone: the VLAN id), IPv4 then IPv6:
     42000 ip,<nic>,ct_state=-trk                         -> ct(table=<t>)
     41000 ip,<nic>,ct_state=+trk+est / +trk+rel          -> resubmit(,<t+1>)
     40000 tcp,<nic>,nw_src|nw_dst=<NETWORK>,tp_dst=<port/mask>  -> resubmit(,<t+1>)
           (udp alike; icmp[,icmp_type=<t>[,icmp_code=<c>]]; ip,nw_proto=<n>; ip for ALL)
     39000 ip,<nic>                                       -> drop (what no rule allows)
-nw_src is the peer of inbound rules, nw_dst of outbound ones; a 0.0.0.0/0 NETWORK matches
-any. ARP passes (only IPv4 is filtered); IPv6 blocks and ICMPV6 rules are skipped (fw
-filters them with ip6tables), so IPv6 is not filtered. Table 3 filters what goes to a NIC with
-WHITE/BLACK_PORTS_TCP/UDP or ICMP = drop, the fw driver's rules as flows, and commits the
-connections that got this far (a grouped NIC gets the first three and last two):
+    42000 ipv6,<nic>,ct_state=-trk / 41000 +trk+est, +trk+rel    (as for ip)
+    41000 icmp6,<nic>,icmp_type=133 (134, 135, 136)      -> resubmit(,<t+1>)
+    40000 tcp6,<nic>,ipv6_src|ipv6_dst=<NETWORK>,tp_dst=<port/mask>  (udp6 alike;
+          icmp6[,icmp_type=<t>[,icmp_code=<c>]] for ICMPV6; ipv6,nw_proto=<n>; ipv6 ALL)
+    39000 ipv6,<nic>                                     -> drop
+nw_src/ipv6_src is the peer of inbound rules, nw_dst/ipv6_dst of outbound ones; a /0
+NETWORK matches any. A rule goes to its NETWORK's family only (fw's rule). ARP passes, and
+so does ICMPv6 router and neighbour discovery (types 133-136; fw's ip6tables chains pass
+them too), without which IPv6 stops working. Frames to a multicast or broadcast MAC
+(neighbour solicitations among them) match no NIC's `dl_dst` and are not filtered. Table 3
+filters what goes to a NIC with WHITE/BLACK_PORTS_TCP/UDP or ICMP = drop, the fw driver's
+rules as flows (IPv4 only, as in fw), and commits the connections that got this far (a
+grouped NIC gets the first three and last two, and the same five for ipv6):
     42000 ip,dl_dst=<mac>,ct_state=-trk                  -> ct(table=3)
     41000 ... ct_state=+trk+est / +trk+rel               -> NORMAL (what the VM started)
     40000 tcp|udp,dl_dst=<mac>,tp_dst=<white port>       -> ct(commit),NORMAL
@@ -70,7 +81,9 @@ TIMEOUT = "--timeout=20"
 _TAGGED_IDS = re.compile(r"^\d{1,4}(-\d{1,4})?(,\d{1,4}(-\d{1,4})?)*$")
 _RANGE = re.compile(r"^\d{1,5}:\d{1,5}$")
 SPOOF, EGRESS, INGRESS, FILTER = 0, 1, 2, 3  # the tables, in the order a frame walks them
-PEERS = {"inbound": "nw_src", "outbound": "nw_dst"}  # where a rule's NETWORK is matched
+IP = {4: "ip", 6: "ipv6"}  # each family's match, in the order its flows are written
+PEERS = {4: {"inbound": "nw_src", "outbound": "nw_dst"},  # where a rule's NETWORK is matched
+         6: {"inbound": "ipv6_src", "outbound": "ipv6_dst"}}
 
 
 def _run(argv: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -201,30 +214,31 @@ def zone(nic: Nic) -> int:
     return vlan_id(nic) if tagged(nic) else 0
 
 
-def rule_matches(vector: dict[str, str], direction: str) -> list[list[str]]:
+def rule_matches(vector: dict[str, str], direction: str, family: int = 4
+                 ) -> list[list[str]]:
     """One SECURITY_GROUP_RULE as OpenFlow matches, one flow each: [protocol, fields...]
-    (the NIC's own field goes after the protocol); [] for an IPv6 block or ICMPV6: only
-    IPv4 is filtered here (the fw driver filters IPv6 with ip6tables)."""
+    (the NIC's own field goes after the protocol); [] for a rule of the other family."""
     found = group_rule(vector, "ovswitch")
-    if found is None or found.family != 4:
+    if found is None or found.family != family:
         return []
-    peer = [] if found.network is None else [f"{PEERS[direction]}={found.network}"]
+    ip, six = IP[family], "6" if family == 6 else ""
+    peer = [] if found.network is None else [f"{PEERS[family][direction]}={found.network}"]
     if found.protocol == "all":
-        return [["ip", *peer]]
+        return [[ip, *peer]]
     if found.protocol in ("tcp", "udp"):
         if found.ports is None:
-            return [[found.protocol, *peer]]
-        return [[found.protocol, *peer, f"tp_dst={port}"]
+            return [[found.protocol + six, *peer]]
+        return [[found.protocol + six, *peer, f"tp_dst={port}"]
                 for port in port_ranges(f"{found.ports[0]}:{found.ports[1]}")]
-    if found.protocol == "icmp":
+    if found.protocol in ("icmp", "icmpv6"):
         kind = [f"icmp_type={found.icmp_type}"] if found.icmp_type else []
         code = [f"icmp_code={found.icmp_code}"] if found.icmp_code else []
-        return [["icmp", *peer, *kind, *code]]
-    return [["ip", *peer, f"nw_proto={found.protocol}"]]
+        return [["icmp" + six, *peer, *kind, *code]]
+    return [[ip, *peer, f"nw_proto={found.protocol}"]]
 
 
 def groups(vm_id: str, nic: Nic) -> list[str]:
-    """Tables 1 and 2: the VM's security groups, from and to the NIC."""
+    """Tables 1 and 2: the VM's security groups, from and to the NIC, IPv4 then IPv6."""
     mac = nic.mac.lower()
     if not mac or not nic.grouped:
         return []
@@ -232,19 +246,30 @@ def groups(vm_id: str, nic: Nic) -> list[str]:
     flows = []
     for direction, table, own in (("outbound", EGRESS, f"in_port={nic.tap}"),
                                   ("inbound", INGRESS, f"dl_dst={mac}")):
-        onward = f"resubmit(,{table + 1})"
-        flows += [_flow(mark, table, 42000, f"ip,{own},ct_state=-trk",
-                        f"ct(table={table},zone={ct_zone})"),
-                  _flow(mark, table, 41000, f"ip,{own},ct_state=+trk+est", onward),
-                  _flow(mark, table, 41000, f"ip,{own},ct_state=+trk+rel", onward)]
-        allowed: dict[str, None] = {}  # a rule twice (two groups, two peers) is one flow
-        for vector in nic.rules:
-            if vector.get("RULE_TYPE", "").strip().lower() == direction:
-                for proto, *fields in rule_matches(vector, direction):
-                    allowed[",".join([proto, own, *fields])] = None
-        flows += [_flow(mark, table, 40000, match, onward) for match in allowed]
-        flows.append(_flow(mark, table, 39000, f"ip,{own}", "drop"))
+        for family in IP:
+            flows += _group_flows(mark, table, ct_zone, own, nic.rules, direction, family)
     return flows
+
+
+def _group_flows(mark: int, table: int, ct_zone: int, own: str,
+                 rules: tuple[dict[str, str], ...], direction: str, family: int) -> list[str]:
+    """One table's flows of one family: conntrack, established, (IPv6: neighbour
+    discovery), the rules, the drop."""
+    ip, onward = IP[family], f"resubmit(,{table + 1})"
+    flows = [_flow(mark, table, 42000, f"{ip},{own},ct_state=-trk",
+                   f"ct(table={table},zone={ct_zone})"),
+             _flow(mark, table, 41000, f"{ip},{own},ct_state=+trk+est", onward),
+             _flow(mark, table, 41000, f"{ip},{own},ct_state=+trk+rel", onward)]
+    if family == 6:
+        flows += [_flow(mark, table, 41000, f"icmp6,{own},icmp_type={kind}", onward)
+                  for kind in fw_rules.NEIGHBOUR_DISCOVERY]
+    allowed: dict[str, None] = {}  # a rule twice (two groups, two peers) is one flow
+    for vector in rules:
+        if vector.get("RULE_TYPE", "").strip().lower() == direction:
+            for proto, *fields in rule_matches(vector, direction, family):
+                allowed[",".join([proto, own, *fields])] = None
+    flows += [_flow(mark, table, 40000, match, onward) for match in allowed]
+    return flows + [_flow(mark, table, 39000, f"{ip},{own}", "drop")]
 
 
 def filters(vm_id: str, nic: Nic) -> list[str]:
@@ -271,8 +296,16 @@ def filters(vm_id: str, nic: Nic) -> list[str]:
                       for port in port_ranges(black)]
     if nic.attributes.get("ICMP", "").lower() == "drop":
         flows.append(_flow(mark, FILTER, 40000, f"icmp,{to}", "drop"))
-    return flows + [_flow(mark, FILTER, 37000, f"ip,{to}", commit),
-                    _flow(mark, FILTER, 36000, f"in_port={nic.tap},ip", commit)]
+    flows += [_flow(mark, FILTER, 37000, f"ip,{to}", commit),
+              _flow(mark, FILTER, 36000, f"in_port={nic.tap},ip", commit)]
+    if nic.grouped:  # IPv6: only the groups' connections (the port filters are IPv4's)
+        flows += [_flow(mark, FILTER, 42000, f"ipv6,{to},ct_state=-trk",
+                        f"ct(table={FILTER},zone={ct_zone})"),
+                  _flow(mark, FILTER, 41000, f"ipv6,{to},ct_state=+trk+est", "NORMAL"),
+                  _flow(mark, FILTER, 41000, f"ipv6,{to},ct_state=+trk+rel", "NORMAL"),
+                  _flow(mark, FILTER, 37000, f"ipv6,{to}", commit),
+                  _flow(mark, FILTER, 36000, f"in_port={nic.tap},ipv6", commit)]
+    return flows
 
 
 def shared_flows() -> list[str]:
