@@ -221,7 +221,9 @@ class Dispatcher:
             # the document as of the placement the step acts on (the last, but for RECLAIM)
             placed = [h for h in histories if history is None or h.seq <= history.seq]
             element = documents.vm_xml(vm, history=placed, uname=uname, gname=gname)
-            documents.add_vectors(element, "SECURITY_GROUP_RULE", sgrules.document_rules(s, vm))
+            if op.step in _FILTERING:
+                documents.add_vectors(element, "SECURITY_GROUP_RULE",
+                                      sgrules.document_rules(s, vm))
             doc = documents.to_string(element).encode()
             earlier = [h for h in histories if history is not None and h.seq < history.seq]
             source = earlier[-1] if earlier else None
@@ -623,6 +625,9 @@ class Dispatcher:
         return None
 
 
+# steps whose network driver runs post or update_sg: only their document carries the VM's
+# security group rules (the others have no use for the queries)
+_FILTERING = (Step.BOOT, Step.RESTORE, Step.MIGRATE, Step.UPDATE_SG)
 # VMM steps after which the VM no longer runs on the host: the network driver cleans
 _LEAVING = (Step.SHUTDOWN, Step.CANCEL, Step.SAVE_STOP, Step.SAVE_SUSPEND, Step.SAVE_MIGRATE)
 # steps that only move files between the front-end and the host

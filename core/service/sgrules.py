@@ -51,8 +51,7 @@ def join(s: Session, vm: VM, groups: list[int]) -> None:
     assert vm.id is not None
     s.add_all(GroupMember(group_id=g, vm_id=vm.id) for g in groups)
     if groups:
-        s.flush()
-        membership_changed(s, vm, "joined")
+        membership_changed(s, vm, "joined", set(groups))
 
 
 def leave(s: Session, vm: VM) -> None:
@@ -110,11 +109,13 @@ def _member_addresses(s: Session, groups: set[int]) -> dict[int, list[str]]:
     return found
 
 
-def membership_changed(s: Session, vm: VM, how: str) -> list[int]:
+def membership_changed(s: Session, vm: VM, how: str,
+                       groups: set[int] | None = None) -> list[int]:
     """`vm` joined its groups (created) or left them (ended): the VMs whose rules name one
     of them as peer have a peer address more or less, so their filtering is re-applied.
-    Returns the VMs queued."""
-    groups = set(s.exec(select(GroupMember.group_id).where(GroupMember.vm_id == vm.id)))
+    `groups`: the VM's groups when the caller knows them. Returns the VMs queued."""
+    if groups is None:
+        groups = set(s.exec(select(GroupMember.group_id).where(GroupMember.vm_id == vm.id)))
     if not groups:
         return []
     naming = {g.id for g in s.exec(select(SecurityGroup).where(SecurityGroup.uid == vm.uid))
